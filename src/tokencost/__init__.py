@@ -1,0 +1,1 @@
+"""tokencost: exact, offline token counts and costs for OpenAI calls."""

@@ -1,0 +1,3 @@
+from tokencost.cli import main
+
+main()
