@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from . import estimate as _estimate
+from . import prices as _prices
 from . import ledger as _ledger
 from . import proxy as _proxy
 from . import report as _report
@@ -22,9 +23,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
-for _module in (_estimate, _ledger, _report, _proxy):
+for _module in (_estimate, _prices, _ledger, _report, _proxy):
     _module.register(app)
 
 

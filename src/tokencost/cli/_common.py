@@ -8,11 +8,15 @@ import io
 import json
 import sys
 from enum import Enum
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    from datetime import date
+    from decimal import Decimal
 
 import typer
 
-from ..errors import TokencostError
+from ..errors import TokencostError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,3 +101,25 @@ def echo(text: str) -> None:
 
 def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def parse_date(value: str | None, option: str) -> "date | None":
+    """``YYYY-MM-DD`` -> date; anything else is a usage error naming the option."""
+    if value is None:
+        return None
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{option} {value!r} is not a date; use YYYY-MM-DD, e.g. 2024-05-13") from None
+
+
+def usd(amount: "Decimal | None", *, places: int = 6) -> str:
+    """Printing rounds (half-up), storage never does. ``None`` means unpriced."""
+    if amount is None:
+        return "unpriced"
+    from decimal import ROUND_HALF_UP, Decimal
+
+    q = Decimal(1).scaleb(-places)
+    return f"${amount.quantize(q, rounding=ROUND_HALF_UP):,}"

@@ -1,9 +1,275 @@
-"""CLI commands: estimate (placeholder until its issue lands)."""
+"""``tokencost estimate`` and ``tokencost explain``."""
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Annotated, Optional
+
 import typer
+
+from ..errors import UsageError
+from ._common import Format, echo, handle_errors, parse_date, render_csv, render_json, render_table, stderr_is_tty, usd
+
+
+class AsMode(str, Enum):
+    request = "request"
+    conversation = "conversation"
+
+
+FileArg = Annotated[str, typer.Argument(help="Request body (.json), list of messages, JSONL of request bodies, or - for stdin.")]
+AtOpt = Annotated[Optional[str], typer.Option("--at", help="Price as of this day (YYYY-MM-DD); default today.")]
+PriceIn = Annotated[Optional[str], typer.Option("--price-in", help="Prompt price in USD per 1M tokens (prices any model).")]
+PriceOut = Annotated[Optional[str], typer.Option("--price-out", help="Completion price in USD per 1M tokens.")]
+CompletionOpt = Annotated[
+    Optional[int],
+    typer.Option("--completion-tokens", min=0, help="Completion tokens to assume (default: max_tokens, else 0)."),
+]
+AsOpt = Annotated[
+    Optional[AsMode],
+    typer.Option("--as", help="Read the messages as one request, or as a chatbot conversation (default: guessed)."),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+
+SUMMARY_KEYS = (
+    "source", "model", "mode", "prompt_tokens", "completion_tokens", "completion_is_upper_bound",
+    "prompt_cost_usd", "completion_cost_usd", "total_cost_usd", "exact", "context_window", "fits",
+    "first_overflow_turn", "price_id", "price_source",
+)
+
+
+def _custom_price(model: str | None, price_in: str | None, price_out: str | None):
+    if price_in is None and price_out is None:
+        return None
+    if price_in is None or price_out is None:
+        raise UsageError("give both --price-in and --price-out (USD per 1M tokens)")
+    try:
+        pin, pout = Decimal(price_in), Decimal(price_out)
+    except InvalidOperation:
+        raise UsageError("--price-in/--price-out must be numbers, e.g. 2.50") from None
+    if pin < 0 or pout < 0 or not pin.is_finite() or not pout.is_finite():
+        raise UsageError("--price-in/--price-out must be 0 or more")
+    from ..pricing import custom_price
+
+    return custom_price(model or "custom", pin, pout)
+
+
+def _progress(total: int):
+    """A progress callback on stderr for long inputs, only when stderr is a terminal."""
+    if total < 200 or not stderr_is_tty():
+        return None, lambda: None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task("estimating", total=total)
+    bar.start()
+    return (lambda n: bar.update(task, completed=n)), bar.stop
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command()
+    @handle_errors
+    def estimate(
+        file: FileArg,
+        model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model(s) to price; repeat to compare side by side.")] = None,
+        completion_tokens: CompletionOpt = None,
+        as_: AsOpt = None,
+        at: AtOpt = None,
+        price_in: PriceIn = None,
+        price_out: PriceOut = None,
+        format: FormatOpt = Format.table,
+    ) -> None:
+        """Count the prompt tokens of FILE exactly and price them (no network)."""
+        from ..estimate import estimate_requests
+        from ..inputs import load_requests
+
+        day = parse_date(at, "--at")
+        models = model or []
+        price = _custom_price(models[0] if len(models) == 1 else None, price_in, price_out)
+        if price is not None and len(models) > 1:
+            raise UsageError("--price-in/--price-out price one model; give a single --model")
+        loaded = load_requests(file)
+        tick, done = _progress(len(loaded))
+        try:
+            results = estimate_requests(loaded, models, completion_tokens=completion_tokens,
+                                        mode=as_.value if as_ else None, at=day, price=price, progress=tick)
+        finally:
+            done()
+        if format is Format.json:
+            data = [r.as_dict() for r in results]
+            echo(render_json(data[0] if len(data) == 1 else data))
+        elif format is Format.csv:
+            echo(render_csv(SUMMARY_KEYS, ([r.as_dict()[k] for k in SUMMARY_KEYS] for r in results)))
+        else:
+            echo(_estimate_table(results))
+
+    @app.command()
+    @handle_errors
+    def explain(
+        file: FileArg,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to explain (default: the request's).")] = None,
+        completion_tokens: CompletionOpt = None,
+        as_: AsOpt = None,
+        at: AtOpt = None,
+        price_in: PriceIn = None,
+        price_out: PriceOut = None,
+        format: FormatOpt = Format.table,
+    ) -> None:
+        """Show where every token and cent of FILE comes from."""
+        from ..explain import explain as explain_request
+        from ..inputs import load_requests
+
+        day = parse_date(at, "--at")
+        price = _custom_price(model, price_in, price_out)
+        loaded = load_requests(file)
+        if len(loaded) != 1:
+            raise UsageError(f"{file} holds {len(loaded)} requests; explain takes one (use estimate for many)")
+        ex = explain_request(loaded[0].body, model, completion_tokens=completion_tokens,
+                             mode=as_.value if as_ else None, at=day, price=price, source=loaded[0].where)
+        if format is Format.json:
+            echo(render_json(_explanation_dict(ex)))
+        elif format is Format.csv:
+            rows = _message_rows(ex)
+            echo(render_csv(["message", "role", "content", "name", "images", "tool_calls", "overhead", "total"], rows))
+        else:
+            echo(_explanation_text(ex))
+
+
+def _money(d: Decimal) -> str:
+    return usd(d, places=6)
+
+
+def _estimate_table(results) -> str:
+    first = results[0]
+    lines: list[str] = []
+    sources = list(dict.fromkeys(r.source for r in results))
+    multi = len(sources) > 1
+    mode_note = {
+        "conversation": "conversation (every assistant reply is a call that re-sends the history before it)",
+        "request": "request (the messages are one prompt)",
+    }
+    if not multi:
+        lines.append(f"{first.source}: {mode_note[first.mode]}")
+        lines.append("")
+    headers = (["source"] if multi else []) + [
+        "model", "prompt", "completion", "prompt $", "completion $", "total $", "exact", "context", "fits",
+    ]
+    rows = []
+    for r in results:
+        completion = f"{r.completion_tokens:,}" + ("*" if r.completion_is_upper_bound else "")
+        fits = "yes" if r.fits else (f"no (turn {r.first_overflow_turn})" if r.first_overflow_turn else "no")
+        rows.append(([r.source] if multi else []) + [
+            r.model, f"{r.prompt_tokens:,}", completion, _money(r.prompt_cost_usd),
+            _money(r.completion_cost_usd), _money(r.total_cost_usd), "yes" if r.exact else "estimate",
+            f"{r.context_window:,}" if r.context_window else "?", fits,
+        ])
+    if multi:
+        total = sum((r.total_cost_usd for r in results), Decimal(0))
+        rows.append(["total", "", f"{sum(r.prompt_tokens for r in results):,}",
+                     f"{sum(r.completion_tokens for r in results):,}", "", "", _money(total), "", "", ""])
+    lines.append(render_table(headers, rows))
+    if any(r.completion_is_upper_bound for r in results):
+        lines.append("* completion = the request's max_tokens, an upper bound; --completion-tokens sets it")
+    if not multi and first.mode == "conversation":
+        lines.append("")
+        lines.append(_turns_table(results))
+    notes = list(dict.fromkeys(n for r in results for n in r.notes))
+    if notes:
+        lines.append("")
+        lines.extend(f"note: {n}" for n in notes)
+    return "\n".join(lines)
+
+
+def _turns_table(results) -> str:
+    same_tokens = len({tuple((t.prompt_tokens, t.completion_tokens) for t in r.turns) for r in results}) == 1
+    if same_tokens:
+        headers = ["turn", "prompt", "completion"] + [f"{r.model} $" for r in results]
+        rows = []
+        for i, t in enumerate(results[0].turns):
+            label = f"{t.turn}" + (" (next)" if t.pending else "")
+            rows.append([label, f"{t.prompt_tokens:,}", f"{t.completion_tokens:,}"]
+                        + [_money(r.turns[i].cost.total) + ("" if r.turns[i].fits else " overflow") for r in results])
+        return render_table(headers, rows)
+    return "\n\n".join(
+        f"{r.model}:\n" + render_table(
+            ["turn", "prompt", "completion", "total $"],
+            [[f"{t.turn}" + (" (next)" if t.pending else ""), f"{t.prompt_tokens:,}", f"{t.completion_tokens:,}",
+              _money(t.cost.total) + ("" if t.fits else " overflow")] for t in r.turns],
+        )
+        for r in results
+    )
+
+
+def _message_rows(ex) -> list[list[object]]:
+    return [
+        [m.index, m.role, m.content_tokens, m.name_tokens, m.image_tokens, m.tool_call_tokens, m.overhead_tokens, m.total]
+        for m in ex.count.messages
+    ]
+
+
+def _explanation_text(ex) -> str:
+    c, est, p = ex.count, ex.estimate, ex.price
+    out = [f"{est.source}: {est.model} (counted with {c.encoding}), read as one prompt", ""]
+    out.append(render_table(
+        ["message", "role", "content", "name", "images", "tool calls", "overhead", "total"], _message_rows(ex)
+    ))
+    out.append("")
+    out.append(f"tools/functions definitions (hidden system text): {c.tools_tokens:,}")
+    out.append(f"reply priming (<|start|>assistant<|message|>):     {c.priming_tokens:,}")
+    out.append(f"prompt tokens:                                     {c.total:,}  "
+               + ("(exact: rules verified against API-reported counts)" if c.exact else "(estimate)"))
+    for n in c.notes:
+        out.append(f"  note: {n}")
+    if est.mode == "conversation":
+        out.append("")
+        out.append(f"As a conversation, {len(est.turns)} calls re-send the history:")
+        out.append(_turns_table([est]))
+    out.append("")
+    out.append("price row used:")
+    out.append(render_table(
+        ["model", "from", "to", "prompt $/1K", "completion $/1K", "prompt $/1M", "completion $/1M", "source"],
+        [[p.model, p.effective_from, p.effective_to or "now", _plain(p.prompt_per_1m / 1000),
+          _plain(p.completion_per_1m / 1000), _plain(p.prompt_per_1m), _plain(p.completion_per_1m), p.source]],
+    ))
+    out.append("")
+    out.append(f"cost ({est.mode}):")
+    out.extend("  " + line for line in ex.arithmetic)
+    out.append("")
+    out.append("tokenizer compression of this text (more characters per token = fewer tokens to pay for):")
+    out.append(render_table(
+        ["encoding", "characters", "bytes", "tokens", "chars/token", "bytes/token"],
+        [[x.encoding, f"{x.characters:,}", f"{x.bytes:,}", f"{x.tokens:,}", x.chars_per_token, x.bytes_per_token]
+         for x in ex.compression],
+    ))
+    return "\n".join(out)
+
+
+def _plain(d: Decimal) -> str:
+    return format(d.normalize(), "f")
+
+
+def _explanation_dict(ex) -> dict:
+    c = ex.count
+    return {
+        "model": ex.estimate.model,
+        "encoding": c.encoding,
+        "messages": [
+            {"index": m.index, "role": m.role, "content_tokens": m.content_tokens, "name_tokens": m.name_tokens,
+             "image_tokens": m.image_tokens, "tool_call_tokens": m.tool_call_tokens,
+             "overhead_tokens": m.overhead_tokens, "total": m.total}
+            for m in c.messages
+        ],
+        "tools_tokens": c.tools_tokens,
+        "priming_tokens": c.priming_tokens,
+        "prompt_tokens": c.total,
+        "exact": c.exact,
+        "notes": list(c.notes),
+        "estimate": ex.estimate.as_dict(),
+        "arithmetic": list(ex.arithmetic),
+        "compression": [
+            {"encoding": x.encoding, "characters": x.characters, "bytes": x.bytes, "tokens": x.tokens,
+             "chars_per_token": str(x.chars_per_token), "bytes_per_token": str(x.bytes_per_token)}
+            for x in ex.compression
+        ],
+    }
