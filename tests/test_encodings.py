@@ -7,6 +7,12 @@ from tokencost import encodings
 from tokencost.errors import EncodingUnavailable
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache_dir(monkeypatch, tmp_path_factory):
+    """Every test starts without a binary cache, so the bundled file itself is what gets checked."""
+    monkeypatch.setenv("TOKENCOST_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     def refuse(*a, **k):
@@ -54,3 +60,22 @@ def test_missing_file_names_the_encoding(monkeypatch, tmp_path):
 def test_unknown_encoding():
     with pytest.raises(EncodingUnavailable, match="ships cl100k_base, o200k_base"):
         encodings.get_encoding("p50k_base")
+
+
+def test_binary_cache_is_built_then_used_and_corruption_is_ignored(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOKENCOST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(encodings, "_cache", {})
+    first = encodings.get_encoding("cl100k_base")
+    [cache] = list(tmp_path.iterdir())
+    assert cache.name.startswith("cl100k_base-223921b76ee99bde")
+    # the cache is used: break the bundled file, the encoding still loads from the verified cache
+    monkeypatch.setattr(encodings, "_DATA_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(encodings, "_cache", {})
+    assert encodings.get_encoding("cl100k_base").encode("tiktoken is great!") == first.encode("tiktoken is great!")
+    # a corrupted cache is detected by its own checksum and not used (falls back to the missing file)
+    data = bytearray(cache.read_bytes())
+    data[-10] ^= 0xFF
+    cache.write_bytes(bytes(data))
+    monkeypatch.setattr(encodings, "_cache", {})
+    with pytest.raises(EncodingUnavailable):
+        encodings.get_encoding("cl100k_base")
