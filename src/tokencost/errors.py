@@ -51,7 +51,7 @@ class UnknownModel(UsageError):
     def __init__(self, model: str, suggestions: list[str] | tuple[str, ...] = ()) -> None:
         self.model = model
         self.suggestions = list(suggestions)
-        hint = f" — did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        hint = f" — did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ";"
         super().__init__(
             f"unknown model {model!r}{hint} `tokencost prices` lists the known models; "
             "--price-in/--price-out prices any model"
