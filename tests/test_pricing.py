@@ -290,11 +290,8 @@ def test_errors_are_tokencost_errors():
         assert isinstance(exc, TokencostError)
 
 
-# Known disagreement, reported to the registry's owner: models.py has gpt-3.5-turbo pointing at
-# gpt-3.5-turbo-1106 from 2023-12-11 (the date DevDay announced), while the price rows follow
-# LangChain's table ("gpt-3.5-turbo points at gpt-3.5-turbo-0613 until Feb 16, 2024") and OpenAI's
-# 0125 announcement (the alias is upgraded "from gpt-3.5-turbo-0613"). Remove once resolved.
-KNOWN_ALIAS_DISAGREEMENTS = {("gpt-3.5-turbo", "gpt-3.5-turbo-1106")}
+# models.py and the price rows agree on every alias move (gpt-3.5-turbo stayed on 0613 until 2024-02-16).
+KNOWN_ALIAS_DISAGREEMENTS: set = set()
 
 
 def test_alias_rows_agree_with_the_snapshot_the_registry_says_it_served():

@@ -1,0 +1,101 @@
+"""Prompt token counts against numbers the OpenAI API reported in public.
+
+Every expected value lives in tests/fixtures/counting/*.json next to the URL it was read from; none is
+computed with tokencost's own formula.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tokencost.counting import count_prompt, count_prompt_tokens, count_prompts
+from tokencost.images import image_tokens
+
+FIXTURES = Path(__file__).parent / "fixtures" / "counting"
+EXACT_FILES = ("cookbook.json", "openai_chat_tokens.json", "vision.json", "tool_messages.json")
+
+
+def _cases(*files: str) -> list:
+    out = []
+    for name in files:
+        for case in json.loads((FIXTURES / name).read_text())["cases"]:
+            assert case["source"].startswith("http"), case["id"]
+            out.append(pytest.param(case, id=case["id"]))
+    return out
+
+
+def _sizes(case: dict) -> dict | None:
+    sizes = case.get("image_sizes")
+    return {url: tuple(wh) for url, wh in sizes.items()} if sizes else None
+
+
+@pytest.mark.parametrize("case", _cases(*EXACT_FILES))
+def test_prompt_tokens_match_the_api(case: dict) -> None:
+    pc = count_prompt(case["request"], case["model"], image_sizes=_sizes(case))
+    assert pc.total == case["prompt_tokens"], case["source"]
+    assert pc.exact is case["exact"], pc.notes
+    # The breakdown adds up to the total.
+    assert sum(m.total for m in pc.messages) + pc.tools_tokens + pc.priming_tokens == pc.total
+
+
+@pytest.mark.parametrize("case", _cases("estimates.json"))
+def test_estimates_stay_close_and_say_so(case: dict) -> None:
+    pc = count_prompt(case["request"], case["model"], image_sizes=_sizes(case))
+    assert abs(pc.total - case["prompt_tokens"]) <= case["tolerance"], case["source"]
+    assert pc.exact is False
+    assert pc.notes
+
+
+@pytest.mark.parametrize("case", _cases("images.json"))
+def test_image_tokens_match_published_examples(case: dict) -> None:
+    assert image_tokens(case["rule"], case["detail"], tuple(case["size"])) == case["tokens"], case["source"]
+
+
+def test_request_model_field_is_used_and_argument_overrides_it() -> None:
+    case = json.loads((FIXTURES / "cookbook.json").read_text())["cases"]
+    old = next(c for c in case if c["model"] == "gpt-3.5-turbo-0301")
+    new = next(c for c in case if c["model"] == "gpt-3.5-turbo-0613")
+    body = {"model": "gpt-3.5-turbo-0301", "messages": old["request"]["messages"]}
+    assert count_prompt_tokens(body) == old["prompt_tokens"]
+    assert count_prompt_tokens(body, "gpt-3.5-turbo-0613") == new["prompt_tokens"]
+
+
+def test_batch_counts_equal_single_counts() -> None:
+    cases = [c.values[0] for c in _cases(*EXACT_FILES)]
+    got = count_prompts([{**c["request"], "model": c["model"]} for c in cases if not c.get("image_sizes")])
+    assert [p.total for p in got] == [c["prompt_tokens"] for c in cases if not c.get("image_sizes")]
+
+
+def test_large_batches_use_threads_and_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tokencost.counting as counting
+
+    base = json.loads((FIXTURES / "cookbook.json").read_text())["cases"][1]  # gpt-3.5-turbo-0613, 129
+    monkeypatch.setattr(counting, "_PARALLEL_CHARS", 0)
+    monkeypatch.setattr(counting.os, "cpu_count", lambda: 2)
+    got = count_prompts([base["request"]] * 50, base["model"])
+    assert {p.total for p in got} == {base["prompt_tokens"]}
+    assert counting._pool is not None
+
+
+def test_unverified_models_are_estimates_with_notes() -> None:
+    case = json.loads((FIXTURES / "cookbook.json").read_text())["cases"][3]  # gpt-4-0613, 129
+    pc = count_prompt(case["request"], "gpt-4-32k")
+    assert pc.total == case["prompt_tokens"]  # same format as gpt-4, but nobody published a number
+    assert pc.exact is False
+    assert any("gpt-4-32k-0613" in n for n in pc.notes)
+    assert count_prompt(case["request"], "ft:gpt-4-0613:acme::abc123").exact is True
+
+
+def test_tool_choice_and_unverified_schema_keywords_are_estimates() -> None:
+    case = next(c for c in json.loads((FIXTURES / "cookbook.json").read_text())["cases"]
+                if c["id"] == "cookbook-tools-gpt-4o")
+    req = {**case["request"], "tool_choice": "none"}
+    pc = count_prompt(req, case["model"])
+    assert pc.exact is False and any("tool_choice" in n for n in pc.notes)
+    tools = json.loads(json.dumps(case["request"]["tools"]))
+    tools[0]["function"]["parameters"]["properties"]["location"]["default"] = "Paris"
+    pc = count_prompt({**case["request"], "tools": tools}, case["model"])
+    assert pc.exact is False and any("default" in n for n in pc.notes)
