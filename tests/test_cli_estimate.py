@@ -206,3 +206,28 @@ def test_explain_compression_shows_language_difference(tmp_path):
     by = {c["encoding"]: c for c in got["compression"]}
     assert by["o200k_base"]["tokens"] < by["cl100k_base"]["tokens"]
     assert by["cl100k_base"]["bytes"] > by["cl100k_base"]["characters"]
+
+
+def _image_request(url, detail="high"):
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this image?"},
+        {"type": "image_url", "image_url": {"url": url, "detail": detail}}]}]}
+
+
+def test_remote_image_size_from_the_command_line(tmp_path):
+    url = "https://example.com/photo.png"
+    f = tmp_path / "img.json"
+    f.write_text(json.dumps(_image_request(url)))
+    r = run("estimate", str(f))
+    assert r.returncode == 2 and "--image-size URL=WxH" in r.stderr and "never fetched" in r.stderr
+
+    def tokens(size):
+        out = runner.invoke(app, ["estimate", str(f), "--image-size", f"{url}={size}", "--format", "json"])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.stdout)["prompt_tokens"]
+
+    # OpenAI's vision guide: a 1024x1024 high-detail image costs 765 tokens, a 2048x4096 one 1105;
+    # the rest of the request is identical, so the counts differ by exactly 1105 - 765.
+    assert tokens("2048x4096") - tokens("1024x1024") == 1105 - 765
+    bad = runner.invoke(app, ["estimate", str(f), "--image-size", "1024x1024"])
+    assert bad.exit_code == 2 and "URL=WIDTHxHEIGHT" in bad.stderr

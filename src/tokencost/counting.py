@@ -337,8 +337,8 @@ class _Plan:
                     raise InputError(f"{where}: the image {exc}") from None
             if size is None:
                 shown = url if len(url) <= 60 else url[:57] + "..."
-                raise InputError(f"{where}: the size of {shown} is unknown and is never fetched; pass "
-                                 "image_sizes={url: (width, height)}, or embed it as a data: URL")
+                raise InputError(f"{where}: the size of {shown} is unknown and is never fetched; give it "
+                                 "(--image-size URL=WxH, or image_sizes={url: (w, h)}) or embed a data: URL")
         return _images.image_tokens(rule, detail, size)
 
     def _calls(self, i: int, m: dict[str, Any], call_names: dict[str, str]) -> list[int]:

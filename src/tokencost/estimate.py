@@ -246,6 +246,7 @@ def estimate_requests(
     mode: Mode | None = None,
     at: date | datetime | None = None,
     price: Price | None = None,
+    image_sizes: dict[str, tuple[int, int]] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Estimate]:
     """Estimate every request for every model (or each request's own ``model`` when none given).
@@ -269,12 +270,12 @@ def estimate_requests(
         results: dict[tuple[int, str], Estimate] = {}
         for counting_model, items in jobs.items():
             try:
-                counts = count_prompts([it[1].body for it in items], counting_model)
+                counts = count_prompts([it[1].body for it in items], counting_model, image_sizes=image_sizes)
             except TokencostError:
                 counts = None  # find which request is bad, one by one, to say where
             for n, (k, item, name, the_price, notes) in enumerate(items):
                 try:
-                    pc = counts[n] if counts else count_prompts([item.body], counting_model)[0]
+                    pc = counts[n] if counts else count_prompts([item.body], counting_model, image_sizes=image_sizes)[0]
                     results[(k, name)] = _from_count(
                         item.body, name, counting_model, pc, the_price, notes,
                         completion_tokens=completion_tokens, mode=mode, source=item.where,

@@ -31,6 +31,23 @@ AsOpt = Annotated[
     typer.Option("--as", help="Read the messages as one request, or as a chatbot conversation (default: guessed)."),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+ImageSizeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--image-size", help="Size of a remote image, URL=WIDTHxHEIGHT (images are never fetched)."),
+]
+
+
+def _image_sizes(values: list[str] | None) -> dict[str, tuple[int, int]] | None:
+    if not values:
+        return None
+    sizes: dict[str, tuple[int, int]] = {}
+    for value in values:
+        url, sep, size = value.rpartition("=")
+        w, x, h = size.lower().partition("x")
+        if not (sep and url and x and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+            raise UsageError(f"--image-size {value!r}: use URL=WIDTHxHEIGHT, e.g. https://x/cat.png=1024x768")
+        sizes[url] = (int(w), int(h))
+    return sizes
 
 SUMMARY_KEYS = (
     "source", "model", "mode", "prompt_tokens", "completion_tokens", "completion_is_upper_bound",
@@ -78,6 +95,7 @@ def register(app: typer.Typer) -> None:
         at: AtOpt = None,
         price_in: PriceIn = None,
         price_out: PriceOut = None,
+        image_size: ImageSizeOpt = None,
         format: FormatOpt = Format.table,
     ) -> None:
         """Count the prompt tokens of FILE exactly and price them (no network)."""
@@ -93,7 +111,8 @@ def register(app: typer.Typer) -> None:
         tick, done = _progress(len(loaded))
         try:
             results = estimate_requests(loaded, models, completion_tokens=completion_tokens,
-                                        mode=as_.value if as_ else None, at=day, price=price, progress=tick)
+                                        mode=as_.value if as_ else None, at=day, price=price,
+                                        image_sizes=_image_sizes(image_size), progress=tick)
         finally:
             done()
         if format is Format.json:
@@ -114,6 +133,7 @@ def register(app: typer.Typer) -> None:
         at: AtOpt = None,
         price_in: PriceIn = None,
         price_out: PriceOut = None,
+        image_size: ImageSizeOpt = None,
         format: FormatOpt = Format.table,
     ) -> None:
         """Show where every token and cent of FILE comes from."""
@@ -126,7 +146,8 @@ def register(app: typer.Typer) -> None:
         if len(loaded) != 1:
             raise UsageError(f"{file} holds {len(loaded)} requests; explain takes one (use estimate for many)")
         ex = explain_request(loaded[0].body, model, completion_tokens=completion_tokens,
-                             mode=as_.value if as_ else None, at=day, price=price, source=loaded[0].where)
+                             mode=as_.value if as_ else None, at=day, price=price,
+                             image_sizes=_image_sizes(image_size), source=loaded[0].where)
         if format is Format.json:
             echo(render_json(_explanation_dict(ex)))
         elif format is Format.csv:
