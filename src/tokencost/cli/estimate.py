@@ -18,13 +18,13 @@ class AsMode(str, Enum):
     conversation = "conversation"
 
 
-FileArg = Annotated[str, typer.Argument(help="Request body (.json), list of messages, JSONL of request bodies, or - for stdin.")]
-AtOpt = Annotated[Optional[str], typer.Option("--at", help="Price as of this day (YYYY-MM-DD); default today.")]
-PriceIn = Annotated[Optional[str], typer.Option("--price-in", help="Prompt price in USD per 1M tokens (prices any model).")]
-PriceOut = Annotated[Optional[str], typer.Option("--price-out", help="Completion price in USD per 1M tokens.")]
+FileArg = Annotated[str, typer.Argument(metavar="FILE", help="Request body (.json), list of messages, JSONL of request bodies, or - for stdin.")]
+AtOpt = Annotated[Optional[str], typer.Option("--at", metavar="DATE", help="Price as of this day (YYYY-MM-DD); default today.")]
+PriceIn = Annotated[Optional[str], typer.Option("--price-in", metavar="USD", help="Prompt price in USD per 1M tokens (prices any model).")]
+PriceOut = Annotated[Optional[str], typer.Option("--price-out", metavar="USD", help="Completion price in USD per 1M tokens.")]
 CompletionOpt = Annotated[
     Optional[int],
-    typer.Option("--completion-tokens", min=0, help="Completion tokens to assume (default: max_tokens, else 0)."),
+    typer.Option("--completion-tokens", min=0, metavar="N", help="Completion tokens to assume (default: max_tokens, else 0)."),
 ]
 AsOpt = Annotated[
     Optional[AsMode],
@@ -33,7 +33,7 @@ AsOpt = Annotated[
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 ImageSizeOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--image-size", help="Size of a remote image, URL=WIDTHxHEIGHT (images are never fetched)."),
+    typer.Option("--image-size", metavar="URL=WxH", help="Size of a remote image, URL=WIDTHxHEIGHT (images are never fetched)."),
 ]
 
 
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def estimate(
         file: FileArg,
-        model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model(s) to price; repeat to compare side by side.")] = None,
+        model: Annotated[Optional[list[str]], typer.Option("--model", "-m", metavar="MODEL", help="Model(s) to price; repeat to compare side by side.")] = None,
         completion_tokens: CompletionOpt = None,
         as_: AsOpt = None,
         at: AtOpt = None,
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def explain(
         file: FileArg,
-        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to explain (default: the request's).")] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", metavar="MODEL", help="Model to explain (default: the request's).")] = None,
         completion_tokens: CompletionOpt = None,
         as_: AsOpt = None,
         at: AtOpt = None,
