@@ -1,0 +1,419 @@
+"""The spend ledger: one SQLite file, one row per real API call.
+
+* Where: ``$TOKENCOST_DB``, else ``platformdirs.user_data_dir("tokencost")/ledger.db``; ``db=`` /
+  ``--db`` override both (:func:`default_db_path`).
+* Schema: named, append-only migrations (``sqlite_utils.Migrations``, in ``_ledger_schema.py``)
+  applied on every open that finds one pending. Never edit a released migration; append.
+* Concurrency: WAL journal, ``busy_timeout`` and a retry loop, so many threads and processes
+  append to one file and "database is locked" never reaches the app.
+* Durability: each row is its own committed transaction before :meth:`Ledger.record` returns, so a
+  hard kill loses no row whose call had returned (``synchronous=NORMAL`` in WAL mode survives a
+  process crash; only a power cut can drop the last commits, never corrupt the file).
+* Failure: :meth:`Ledger.record` never raises. If the database cannot be written (read-only,
+  disk full, corrupt, locked for too long) the row is appended as one JSON line to a spool file
+  beside the database (or, if that directory is unwritable, in the user cache dir), ONE
+  :class:`LedgerWarning` is emitted per process, and the next successful open merges the spool
+  exactly once (``INSERT OR IGNORE`` by row id, spool renamed away atomically before reading;
+  see ``_spool.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from ._ledger_schema import MIGRATION_SET, MIGRATIONS, apply_migrations
+from ._spool import append_line, read_spool, take_spool_safe
+from .errors import LedgerError, UsageError
+from .record import COLUMNS, CallRecord, iso_utc
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+__all__ = [
+    "Ledger",
+    "LedgerWarning",
+    "default_db_path",
+    "open_ledger",
+    "parse_since",
+    "MIGRATIONS",
+    "MIGRATION_SET",
+    "apply_migrations",
+]
+
+_BUSY_MS = 5000
+
+
+class LedgerWarning(UserWarning):
+    """The ledger could not be written; rows were spooled (or, in the worst case, lost)."""
+
+
+def default_db_path() -> Path:
+    """``$TOKENCOST_DB`` or ``<user data dir>/tokencost/ledger.db``."""
+    env = os.environ.get("TOKENCOST_DB")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("tokencost", appauthor=False)) / "ledger.db"
+
+
+# ---------------------------------------------------------------------------------- warnings
+
+_warn_lock = threading.Lock()
+_warned_pid: int | None = None
+
+
+def _warn_once(message: str) -> None:
+    global _warned_pid
+    with _warn_lock:
+        if _warned_pid == os.getpid():
+            return
+        _warned_pid = os.getpid()
+    warnings.warn(LedgerWarning(message), stacklevel=4)
+
+
+# ---------------------------------------------------------------------------------- the ledger
+
+_INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+_INSERT_IGNORE = _INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+class Ledger:
+    """The ledger at ``path`` (``None`` -> :func:`default_db_path`). Opening is lazy: creating a
+    ``Ledger`` never touches the disk, so it can never break the caller.
+
+    ``timeout`` bounds how long one :meth:`record` waits on a locked database before spooling.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout: float = 15.0) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_db_path()
+        self.timeout = float(timeout)
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._degraded_until = 0.0  # after a failure, spool straight away for a little while
+        self._readonly = False
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r})"
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- spool locations -----------------------------------------------------------------------
+    @property
+    def spool_path(self) -> Path:
+        """The spool beside the database: ``<db>.spool.jsonl``."""
+        return self.path.with_name(self.path.name + ".spool.jsonl")
+
+    @property
+    def fallback_spool_path(self) -> Path:
+        """Where rows go when the database's directory is not writable either."""
+        import platformdirs
+
+        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        base = Path(platformdirs.user_cache_dir("tokencost", appauthor=False)) / "spool"
+        return base / f"{self.path.name}-{key}.spool.jsonl"
+
+    def _spool_files(self) -> list[Path]:
+        out: list[Path] = []
+        for live in (self.spool_path, self.fallback_spool_path):
+            try:
+                out.extend(sorted(live.parent.glob(live.name + ".merging-*")))
+            except OSError:
+                pass
+            out.append(live)
+        return out
+
+    # -- opening --------------------------------------------------------------------------------
+    def open(self, *, must_exist: bool = False) -> "Ledger":
+        """Open (creating and migrating as needed), merging any spool. Raises LedgerError."""
+        with self._lock:
+            if must_exist and not self.path.exists():
+                raise LedgerError(
+                    f"no ledger at {self.path} — nothing has been recorded there yet; pass --db PATH "
+                    "or set TOKENCOST_DB (`tokencost db path` shows the default)"
+                )
+            try:
+                self._ensure_open()
+            except LedgerError:
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                raise LedgerError(_describe(self.path, exc)) from None
+        return self
+
+    def _ensure_open(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        # after a fork the parent's connection must not be used (or closed) by the child
+        self._conn, self._pid = None, os.getpid()
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        busy_ms = int(min(_BUSY_MS, self.timeout * 1000))
+        conn = sqlite3.connect(str(self.path), timeout=busy_ms / 1000, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._readonly = False
+        self._merge_spools(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if not self._pending(conn):
+            return  # the common case: no sqlite_utils import (it pulls in pandas when installed)
+        from sqlite_utils import Database
+
+        db = Database(conn)
+
+        def run() -> None:
+            # BEGIN IMMEDIATE takes the write lock first, so two processes creating the same new
+            # file cannot both try to apply the same migration.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                apply_migrations(db)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        self._retry(run)
+
+    @staticmethod
+    def _pending(db: "Database | sqlite3.Connection") -> bool:
+        try:
+            rows = db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                              [MIGRATION_SET]).fetchall()
+        except sqlite3.OperationalError:
+            return True  # no migrations table yet
+        return {r[0] for r in rows} != {name for name, _ in MIGRATIONS}
+
+    def _retry(self, fn: Any) -> Any:
+        """Run ``fn`` retrying while SQLite says busy/locked, up to ``self.timeout`` seconds."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """For reading a ledger we cannot write (read-only file or directory)."""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_MS / 1000, check_same_thread=False)
+        conn.execute("SELECT 1 FROM calls LIMIT 0")
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # -- writing --------------------------------------------------------------------------------
+    def record(self, rec: CallRecord | Mapping[str, Any]) -> None:
+        """Append one row. Never raises: on failure the row is spooled and one warning emitted."""
+        try:
+            row = _row_of(rec)
+        except Exception as exc:  # a malformed record is our bug: still never break the call
+            _warn_once(f"tokencost could not log a call (bad record: {exc!r})")
+            return
+        try:
+            with self._lock:
+                if time.monotonic() < self._degraded_until:
+                    raise _Degraded()
+                conn = self._ensure_open()
+                params = [row.get(c) for c in COLUMNS]
+                self._retry(lambda: conn.execute(_INSERT, params))
+            return
+        except Exception as exc:
+            if not isinstance(exc, _Degraded):
+                self._fail(exc)
+            self._spool(row, exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        # Do not hammer a broken database on every call: spool directly for a few seconds.
+        self._degraded_until = time.monotonic() + 5.0
+        self._last_error = exc
+        if self._conn is not None and self._pid == os.getpid():
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        self._conn = None
+
+    def _spool(self, row: dict[str, Any], exc: BaseException) -> None:
+        line = json.dumps(row, ensure_ascii=False, default=str, separators=(",", ":"))
+        cause = getattr(self, "_last_error", exc)
+        errors = []
+        for target in (self.spool_path, self.fallback_spool_path):
+            try:
+                append_line(target, line)
+            except Exception as spool_exc:
+                errors.append(f"{target}: {spool_exc}")
+                continue
+            _warn_once(
+                f"tokencost could not write the ledger {self.path} ({_describe(self.path, cause)}); "
+                f"calls are being kept in {target} and will be merged the next time the ledger opens"
+            )
+            return
+        # Both spools failed: the row cannot be kept. Say so every time, with the row itself, so
+        # nothing is ever lost silently.
+        warnings.warn(LedgerWarning(
+            f"tokencost LOST a ledger row: {_describe(self.path, cause)}; spools failed ({'; '.join(errors)}); "
+            f"row: {line}"), stacklevel=3)
+
+    def _merge_spools(self, conn: sqlite3.Connection) -> int:
+        merged = 0
+        for path in self._spool_files():
+            taken = path if ".merging-" in path.name else take_spool_safe(path)
+            if taken is None or not taken.exists():
+                continue
+            rows, bad = read_spool(taken)
+            if rows:
+                def insert() -> None:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        conn.executemany(_INSERT_IGNORE, [[r.get(c) for c in COLUMNS] for r in rows])
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+
+                self._retry(insert)
+                merged += len(rows)
+            if bad:
+                append_line(taken.with_name(self.spool_path.name + ".bad"), "\n".join(bad))
+            try:
+                taken.unlink()
+            except FileNotFoundError:
+                pass  # another process merged the same leftover file: INSERT OR IGNORE made it harmless
+        return merged
+
+    # -- reading --------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        try:
+            return self._ensure_open()
+        except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc).lower() or "read-only" in str(exc).lower() or "unable to open" in str(exc).lower():
+                if self.path.exists():
+                    self._readonly = True
+                    self._conn = self._open_readonly()
+                    return self._conn
+            raise
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a read query as dicts (raises LedgerError with the path on failure)."""
+        with self._lock:
+            try:
+                conn = self._reader()
+                cur = conn.execute(sql, list(params))
+                names = [d[0] for d in cur.description or ()]
+                return [dict(zip(names, r)) for r in cur.fetchall()]
+            except (sqlite3.Error, OSError) as exc:
+                raise LedgerError(_describe(self.path, exc)) from None
+
+    def calls(self, *, since: datetime | None = None, model: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+        """Recorded calls, newest first. ``model`` matches the model served or requested."""
+        where, params = [], []
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(iso_utc(since))
+        if model:
+            where.append("(model = ? OR model_requested = ?)")
+            params += [model, model]
+        sql = "SELECT * FROM calls" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            if limit < 0:
+                raise UsageError(f"--limit must be 0 or more (got {limit})")
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, params)
+
+    def count(self) -> int:
+        return int(self.query("SELECT count(*) AS n FROM calls")[0]["n"])
+
+
+class _Degraded(Exception):
+    pass
+
+
+def _row_of(rec: CallRecord | Mapping[str, Any]) -> dict[str, Any]:
+    row = rec.to_row() if isinstance(rec, CallRecord) else dict(rec)
+    if not isinstance(row.get("id"), str) or not row["id"]:
+        raise ValueError("record has no id")
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown columns {sorted(unknown)}")
+    return row
+
+
+def _describe(path: Path, exc: BaseException | None) -> str:
+    text = str(exc) if exc is not None else "unknown error"
+    low = text.lower()
+    if "not a database" in low or "malformed" in low:
+        return f"ledger {path} is not a readable SQLite database ({text}); move it aside or pass --db"
+    if "readonly" in low or "read-only" in low or isinstance(exc, PermissionError):
+        return f"ledger {path} is read-only ({text})"
+    if "disk is full" in low or "no space" in low:
+        return f"disk full writing ledger {path} ({text})"
+    if "locked" in low or "busy" in low:
+        return f"ledger {path} stayed locked by another process ({text})"
+    if "unable to open" in low:
+        return f"cannot open ledger {path} ({text}); check the directory exists and is writable"
+    return f"cannot use ledger {path} ({text})"
+
+
+def open_ledger(path: str | os.PathLike[str] | None = None, *, must_exist: bool = False) -> Ledger:
+    """Open (create/migrate) the ledger now; ``must_exist`` -> LedgerError naming the path."""
+    return Ledger(path).open(must_exist=must_exist)
+
+
+_SINCE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """``7d``, ``12h``, ``30m``, ``2w`` (ago) or an ISO date/datetime (UTC if no zone)."""
+    now = now or datetime.now(timezone.utc)
+    m = _SINCE_RE.match(text or "")
+    if m:
+        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is not a date or a duration; use e.g. 2026-11-01, 2026-11-01T09:00 or 7d / 12h"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

@@ -1,0 +1,327 @@
+"""One call -> one ledger row: :func:`build_record` turns a request and what came back into a
+:class:`CallRecord`, the same way for the wrapper (``via="wrap"``) and the proxy (``via="proxy"``).
+
+Rules (issue 3):
+
+* A call that got a 2xx answer is billed. Usage the API reported always wins
+  (``usage_source="api"``). When a successful response carries none (a stream without
+  ``include_usage``, one cut or abandoned midway), our own count is used and marked
+  ``usage_source="estimated"``: the prompt from :func:`tokencost.counting.count_prompt_tokens`,
+  the completion from the text received via :func:`tokencost.counting.count_text_tokens`.
+* A call that failed (HTTP error, timeout, connection error: status not 2xx or None) bills zero
+  tokens and zero cost; ``usage_source`` is NULL because nothing was metered.
+* Every row keeps our pre-call prompt estimate in ``estimated_prompt_tokens``.
+* Cost uses the price in force at ``started_at`` for the model the API says served the call, as
+  integer picodollars (:func:`tokencost.pricing.to_pico`). No price -> NULL costs, never 0.
+* Keys and headers are never part of a record; prompt and completion text only with
+  ``store_content=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, fields
+from datetime import date, datetime, timezone
+from typing import Any, Mapping
+
+from .usage import extract_usage, response_model, response_text
+
+__all__ = ["CallRecord", "build_record", "COLUMNS", "iso_utc"]
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One row of the ledger's ``calls`` table (columns in contract order)."""
+
+    id: str
+    started_at: str
+    latency_ms: float | None
+    endpoint: str
+    model_requested: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    total_tokens: int | None
+    prompt_cost_pusd: int | None
+    completion_cost_pusd: int | None
+    total_cost_pusd: int | None
+    price_id: str | None
+    price_source: str | None
+    usage_source: str | None
+    estimated_prompt_tokens: int | None
+    status: int | None
+    error_type: str | None
+    request_id: str | None
+    streamed: int
+    tags: str
+    app: str | None
+    via: str | None
+    prompt_text: str | None = None
+    completion_text: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COLUMNS}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "CallRecord":
+        return cls(**{f.name: row.get(f.name) for f in fields(cls)})
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CallRecord))
+
+
+def iso_utc(when: datetime | date | str | None) -> str:
+    """``2026-11-29T12:00:00.123456Z``: the one timestamp format of the ledger (sorts as text)."""
+    if when is None:
+        when = datetime.now(timezone.utc)
+    if isinstance(when, str):
+        text = when.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        when = datetime.fromisoformat(text)
+    if not isinstance(when, datetime):  # a bare date: midnight UTC
+        when = datetime(when.year, when.month, when.day, tzinfo=timezone.utc)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _when(started_at: datetime | date | str | None) -> datetime:
+    try:
+        text = iso_utc(started_at)
+    except (ValueError, TypeError):  # a malformed timestamp must not cost us the row
+        text = iso_utc(None)
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
+
+
+def build_record(
+    *,
+    endpoint: str,
+    request: Mapping[str, Any] | None,
+    response: Any,
+    status: int | None,
+    error_type: str | None,
+    started_at: datetime | date | str | None,
+    latency_ms: float | None,
+    streamed: bool,
+    tags: Mapping[str, Any] | None,
+    via: str | None,
+    app: str | None = None,
+    store_content: bool = False,
+    completion_text_for_estimate: str | None = None,
+    request_id: str | None = None,
+    estimated_prompt_tokens: int | None = _UNSET,
+) -> CallRecord:
+    """Build the row for one call. Pure: reads nothing but its arguments and the price table.
+
+    ``request_id`` (the ``x-request-id`` header) and ``estimated_prompt_tokens`` (when the caller
+    already counted before sending) are optional extras; by default the estimate is computed here.
+    """
+    request = dict(request or {})
+    model_requested = _str(request.get("model"))
+    model = response_model(response) or model_requested
+    when = _when(started_at)
+    if estimated_prompt_tokens is _UNSET:
+        estimated_prompt_tokens = estimate_prompt_tokens(endpoint, request, model_requested or model)
+
+    succeeded = status is not None and 200 <= int(status) < 300
+    text = completion_text_for_estimate if completion_text_for_estimate is not None else response_text(response)
+
+    prompt = completion = cached = reasoning = total = None
+    usage_source: str | None = None
+    costs: tuple[int | None, int | None, int | None] = (None, None, None)
+    price_id = price_source = None
+    if succeeded:
+        usage = extract_usage(response)
+        if usage is not None:
+            usage_source = "api"
+            prompt, completion = usage.prompt_tokens, usage.completion_tokens
+            cached, reasoning, total = usage.cached_tokens, usage.reasoning_tokens, usage.total_tokens
+        else:
+            usage_source = "estimated"
+            prompt = estimated_prompt_tokens
+            completion = 0 if endpoint == "embeddings" else _count_text(text or "", model, model_requested)
+            cached, reasoning = 0, 0
+            total = prompt + completion if prompt is not None and completion is not None else None
+        if prompt is not None and completion is not None and model:
+            costs, price_id, price_source = _price(model, when, prompt, completion, cached or 0)
+    else:
+        # Nothing was metered: zero billed tokens, zero cost (known, not unpriced).
+        prompt = completion = cached = reasoning = total = 0
+        costs = (0, 0, 0)
+
+    return CallRecord(
+        id=uuid.uuid4().hex,
+        started_at=iso_utc(when),
+        latency_ms=float(latency_ms) if latency_ms is not None else None,
+        endpoint=endpoint,
+        model_requested=model_requested,
+        model=model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        total_tokens=total,
+        prompt_cost_pusd=costs[0],
+        completion_cost_pusd=costs[1],
+        total_cost_pusd=costs[2],
+        price_id=price_id,
+        price_source=price_source,
+        usage_source=usage_source,
+        estimated_prompt_tokens=estimated_prompt_tokens,
+        status=int(status) if status is not None else None,
+        error_type=error_type,
+        request_id=request_id,
+        streamed=1 if streamed else 0,
+        tags=json.dumps({str(k): str(v) for k, v in (tags or {}).items()}, sort_keys=True, ensure_ascii=False),
+        app=app,
+        via=via,
+        prompt_text=_prompt_text(endpoint, request) if store_content else None,
+        completion_text=text if store_content else None,
+    )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _price(model: str, when: datetime, prompt: int, completion: int, cached: int
+           ) -> tuple[tuple[int | None, int | None, int | None], str | None, str | None]:
+    from . import pricing
+    from .errors import TokencostError
+
+    try:
+        price = pricing.price_for(model, at=when)
+        cost = price.cost(prompt, completion, min(cached, prompt))
+    except TokencostError:
+        return (None, None, None), None, None  # unpriced: NULL, never a made-up 0
+    except Exception:  # a pricing bug must not lose the row: keep it, unpriced
+        return (None, None, None), None, None
+    return (pricing.to_pico(cost.prompt), pricing.to_pico(cost.completion), pricing.to_pico(cost.total)), \
+        price.id, price.source
+
+
+# Non-chat models (legacy completions, embeddings) that the chat model registry may not list.
+# All use cl100k_base (OpenAI model pages; tiktoken's MODEL_TO_ENCODING). Move to models.py when
+# the registry covers them.
+_TEXT_MODEL_ENCODINGS: tuple[tuple[str, str], ...] = (
+    ("gpt-3.5-turbo-instruct", "cl100k_base"),
+    ("text-embedding-ada-002", "cl100k_base"),
+    ("text-embedding-3-small", "cl100k_base"),
+    ("text-embedding-3-large", "cl100k_base"),
+    ("davinci-002", "cl100k_base"),
+    ("babbage-002", "cl100k_base"),
+)
+
+
+def _count_text(text: str, *models: str | None) -> int | None:
+    from .counting import count_text_tokens
+    from .errors import TokencostError
+
+    for model in models:
+        if not model:
+            continue
+        try:
+            return count_text_tokens(text, model)
+        except TokencostError:
+            pass
+        except Exception:  # a counting bug must not lose the row; the estimate is just missing
+            return None
+        for prefix, encoding in _TEXT_MODEL_ENCODINGS:
+            if model == prefix or model.startswith(prefix + "-") or model.startswith(prefix + ":"):
+                from .encodings import get_encoding
+
+                return len(get_encoding(encoding).encode_ordinary(text))
+    return None
+
+
+def estimate_prompt_tokens(endpoint: str, request: Mapping[str, Any], model: str | None) -> int | None:
+    """Our count of the prompt before the call; None when we cannot count it (unknown model...)."""
+    if not model:
+        return None
+    from .errors import TokencostError
+
+    try:
+        if endpoint == "chat.completions":
+            from .counting import count_prompt_tokens
+
+            return count_prompt_tokens(dict(request), model)
+        if endpoint == "completions":
+            return _count_inputs(request.get("prompt"), model)
+        if endpoint == "embeddings":
+            return _count_inputs(request.get("input"), model)
+        if endpoint == "responses":
+            messages = _responses_messages(request)
+            if messages is None:
+                return None
+            from .counting import count_prompt_tokens
+
+            return count_prompt_tokens(messages, model)
+    except TokencostError:
+        return None
+    except Exception:  # the estimate is optional; a bug in counting must never lose the row
+        return None
+    return None
+
+
+def _count_inputs(value: Any, model: str) -> int | None:
+    """Strings are encoded; token arrays are already counted."""
+    if isinstance(value, str):
+        return _count_text(value, model)
+    if isinstance(value, list):
+        if all(isinstance(v, int) for v in value):
+            return len(value)
+        total = 0
+        for v in value:
+            n = _count_inputs(v, model)
+            if n is None:
+                return None
+            total += n
+        return total
+    return None
+
+
+def _responses_messages(request: Mapping[str, Any]) -> list[dict[str, str]] | None:
+    """The Responses API input as chat messages, when it is plain text (else None: no estimate)."""
+    messages: list[dict[str, str]] = []
+    if isinstance(request.get("instructions"), str):
+        messages.append({"role": "system", "content": request["instructions"]})
+    value = request.get("input")
+    if isinstance(value, str):
+        messages.append({"role": "user", "content": value})
+        return messages
+    if not isinstance(value, list):
+        return None
+    for item in value:
+        if not isinstance(item, Mapping) or item.get("type", "message") != "message":
+            return None
+        content = item.get("content")
+        if isinstance(content, list):
+            texts = [p.get("text") for p in content if isinstance(p, Mapping)]
+            if not all(isinstance(t, str) for t in texts):
+                return None
+            content = "".join(texts)  # type: ignore[arg-type]
+        if not isinstance(content, str) or not isinstance(item.get("role"), str):
+            return None
+        messages.append({"role": item["role"], "content": content})
+    return messages
+
+
+def _prompt_text(endpoint: str, request: Mapping[str, Any]) -> str | None:
+    """What the user sent, for ``store_content=True`` only (the body; never headers or keys)."""
+    if endpoint == "chat.completions":
+        value: Any = request.get("messages")
+    elif endpoint == "completions":
+        value = request.get("prompt")
+    elif endpoint == "embeddings":
+        value = request.get("input")
+    else:
+        value = {k: request[k] for k in ("instructions", "input") if k in request}
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
