@@ -37,6 +37,8 @@ SinceOpt = Annotated[Optional[str], typer.Option("--since", help="From this day 
 UntilOpt = Annotated[Optional[str], typer.Option("--until", help="Up to and including this day (YYYY-MM-DD), or before this date-time.")]
 ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Only calls to this model (requested or reported); repeatable.")]
 TagOpt = Annotated[Optional[list[str]], typer.Option("--tag", help="Only calls tagged KEY=VALUE; repeatable (all must match).")]
+BudgetModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Cover only calls to this model (as requested, or as reported); repeatable. Default: all models.")]
+BudgetTagOpt = Annotated[Optional[list[str]], typer.Option("--tag", help="Cover only calls tagged KEY=VALUE; repeatable (all must match). Default: all calls.")]
 TzOpt = Annotated[str, typer.Option("--tz", help="Time zone for day/week/month and dates (IANA name).")]
 
 
@@ -59,7 +61,7 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     @handle_errors
     def report_cmd(
-        by: Annotated[Optional[list[str]], typer.Option("--by", help="Group by model, day, week, month, endpoint, user, app or tag:KEY; repeat to nest.")] = None,
+        by: Annotated[Optional[list[str]], typer.Option("--by", help="Group by model, day, week, month, endpoint, user (the 'user' tag), app or tag:KEY; repeat to nest, e.g. --by day --by model.")] = None,
         since: SinceOpt = None,
         until: UntilOpt = None,
         model: ModelOpt = None,
@@ -88,9 +90,10 @@ def register(app: typer.Typer) -> None:
             for n in notes:
                 echo(("" if fmt == ReportFormat.table else "\n") + n)
         if plot and not rep.empty:
-            from ..plots import plot_spend
+            from ..plots import plot_report, plot_spend
 
-            out = plot_spend(db, plot, by=keys, filters=filters)
+            plottable = sum(k in reports.TIME_KEYS for k in keys) == 1 and len(keys) <= 2
+            out = plot_report(rep, plot) if plottable else plot_spend(db, plot, by=keys, filters=filters)
             _err(f"Wrote {out}")
 
     budget = typer.Typer(help="Spending limits per day, week or month; checked before every tracked call.",
@@ -103,8 +106,8 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="Budget name (letters, digits, _ - . :).")],
         limit: Annotated[str, typer.Option("--limit", help="Limit in USD per period, e.g. 50 or 12.50.")],
         period: Annotated[Period, typer.Option("--period", help="Period the limit applies to (UTC).")] = Period.month,
-        model: ModelOpt = None,
-        tag: TagOpt = None,
+        model: BudgetModelOpt = None,
+        tag: BudgetTagOpt = None,
         action: Annotated[Action, typer.Option("--action", help="warn, or refuse the call before it is sent.")] = Action.warn,
         db: DbOpt = None,
     ) -> None:
@@ -129,6 +132,17 @@ def register(app: typer.Typer) -> None:
         st = budget_status(db)
         if fmt == Format.json:
             echo(render_json([s.to_json() for s in st]))
+        elif fmt == Format.csv:  # exact values, like the JSON
+            cols = ["name", "period", "action", "models", "tags", "period_start", "period_end", "limit_usd",
+                    "spent_usd", "remaining_usd", "projected_usd", "used", "unpriced_calls", "exceeded"]
+            flat = []
+            for s in st:
+                j = s.to_json()
+                j["models"] = ";".join(j["models"])
+                j["tags"] = ";".join(f"{k}={v}" for k, v in j["tags"].items())
+                j["exceeded"] = str(j["exceeded"]).lower()
+                flat.append([j[c] for c in cols])
+            echo(render_csv(cols, flat))
         elif not st:
             _err("No budgets; set one with `tokencost budget set NAME --limit 50 --period month`.")
         else:
@@ -201,6 +215,9 @@ def register(app: typer.Typer) -> None:
         from ..reconcile import reconcile
 
         rec = reconcile(usage_file, db)
+        if rec.incomplete:
+            _err(f"Warning: {usage_file} ends with a page saying has_more: true; fetch the remaining pages "
+                 "(next_page) for a complete comparison.")
         rows = [r for r in rec.rows if not gaps_only or r.status != "match"]
         if fmt == Format.json:
             doc = rec.to_json()
