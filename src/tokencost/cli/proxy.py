@@ -108,6 +108,9 @@ def register(app: typer.Typer) -> None:
             f"  point clients at it: OPENAI_BASE_URL={server.base_url}   stop: Ctrl-C",
             err=True,
         )
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(f"tokencost proxy: warning: listening on {host}, not loopback — anyone who can reach "
+                       "this port can send calls through it and into your ledger", err=True)
         server.serve_forever()
 
     @app.command(
