@@ -210,6 +210,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128  # 50 concurrent clients must not be reset by a short listen backlog
     fake: FakeOpenAI
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -222,6 +223,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive + chunked streams, like api.openai.com
+    disable_nagle_algorithm = True  # else every keep-alive response waits ~40 ms for a delayed ACK
     server: _Server
     timeout = 60
 

@@ -42,6 +42,7 @@ __all__ = [
     "Budget",
     "BudgetStatus",
     "BudgetWarning",
+    "has_budgets",
     "budget_status",
     "check_budgets",
     "list_budgets",
@@ -313,6 +314,12 @@ def _to_pico_ceiling(d: Decimal | None) -> int:
     if d is None:
         return 0
     return int((Decimal(d) * PICO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def has_budgets(ledger: Any) -> bool:
+    """Whether any budget is defined (cached for a second): lets callers skip pricing an estimate."""
+    path = _path_of(ledger)
+    return path.exists() and bool(_budgets_cached(path))
 
 
 def check_budgets(ledger: Any, *, model: str, estimated_cost_usd: Decimal | None,

@@ -275,12 +275,9 @@ def _preflight(ledger_path: Path | None, call: _Call) -> None:
     model = call.request.get("model")
     if not isinstance(model, str) or not model or ledger_path is None:
         return
-    try:
-        from . import budgets
-    except ImportError:  # budgets are optional until issue 4 lands
-        return
-    probe = getattr(budgets, "_budgets_cached", None)  # cached for a second by budgets.py itself
-    if probe is not None and not probe(ledger_path):
+    from . import budgets
+
+    if not budgets.has_budgets(ledger_path):
         return
     from .record import estimate_prompt_tokens
 
