@@ -40,7 +40,7 @@ HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json
 # The fake writes a response's headers and body with two send() calls and leaves Nagle's algorithm on,
 # so every response stalls ~40 ms on the client's delayed ACK — a stall api.openai.com does not have,
 # which would drown what we measure. Same server, TCP_NODELAY on.
-FAKE = ("import sys; from tests import fakeserver; fakeserver._Handler.disable_nagle_algorithm = True; "
+FAKE = ("import sys; from tests import fakeserver; "
         "sys.exit(fakeserver.main(['--port', '0']))")
 
 
