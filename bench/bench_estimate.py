@@ -93,7 +93,7 @@ def best_of(fn, repeat: int) -> float:
 
 def throughput(reqs: list[dict], repeat: int) -> dict:
     from tokencost.encodings import get_encoding
-    from tokencost.estimate import estimate_requests
+    from tokencost.estimation import estimate_requests
     from tokencost.inputs import LoadedRequest
 
     enc = get_encoding("cl100k_base")

@@ -146,6 +146,11 @@ def test_custom_price_for_unknown_model(tmp_path):
         ('{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', ["--at", "yesterday"], 2, "--at 'yesterday' is not a date"),
         ('{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', ["--at", "2020-01-01"], 1, "gpt-4"),
         ('{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', ["--price-in", "1"], 2, "give both"),
+        ('{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', ["--price-in", "nan", "--price-out", "1"], 2, "--price-in 'nan' must be a number from 0"),
+        ('{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', ["--price-in", "1", "--price-out", "1e400"], 2, "--price-out '1e400' must be a number"),
+        ('{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', ["--price-in", "-1", "--price-out", "1"], 2, "must be a number from 0"),
+        ('{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', ["-m", ""], 2, "--model is empty"),
+        ('{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', ["-m", "text-embedding-3-small"], 2, "is not a chat model"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, content, args, code, needle):
@@ -231,3 +236,18 @@ def test_remote_image_size_from_the_command_line(tmp_path):
     assert tokens("2048x4096") - tokens("1024x1024") == 1105 - 765
     bad = runner.invoke(app, ["estimate", str(f), "--image-size", "1024x1024"])
     assert bad.exit_code == 2 and "URL=WIDTHxHEIGHT" in bad.stderr
+
+
+def test_custom_price_needs_one_model_for_mixed_requests(tmp_path):
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("\n".join(json.dumps({"model": m, "messages": [{"role": "user", "content": "hi"}]})
+                           for m in ("gpt-4", "gpt-4o")))
+    r = run("estimate", str(f), "--price-in", "1", "--price-out", "1")
+    assert r.returncode == 2 and "give exactly one --model" in r.stderr
+
+
+def test_explain_errors_name_the_file(tmp_path):
+    f = tmp_path / "role.json"
+    f.write_text('{"messages": [{"role": "bot", "content": "x"}]}')
+    r = run("explain", str(f), "-m", "gpt-4")
+    assert r.returncode == 2 and r.stderr.startswith(f"Error: {f}: messages[0]: unknown role 'bot'")

@@ -279,10 +279,12 @@ def test_custom_price():
 def test_bundled_dir_prefers_the_packaged_copy(monkeypatch, tmp_path):
     pkg = tmp_path / "site-packages" / "tokencost"
     (pkg / "pricing").mkdir(parents=True)
-    monkeypatch.setattr(pricing, "__file__", str(pkg / "pricing.py"))
+    from tokencost import price_rows
+
+    monkeypatch.setattr(price_rows, "__file__", str(pkg / "price_rows.py"))
     assert pricing.bundled_dir() == pkg / "pricing"
     (pkg / "pricing").rmdir()
-    assert pricing.bundled_dir() == tmp_path / "pricing"  # parents[2] of src/tokencost/pricing.py
+    assert pricing.bundled_dir() == tmp_path / "pricing"  # parents[2] of src/tokencost/price_rows.py
 
 
 def test_errors_are_tokencost_errors():

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.fakeserver import FakeOpenAI, iter_recorded_text
-from tokencost.tags import tags
+from tokencost.tagging import tags
 from tokencost.wrap import track
 
 KEY = "sk-test-DO-NOT-STORE-0123456789abcdef"

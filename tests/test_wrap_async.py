@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakeserver import iter_recorded_text
 from tests.test_wrap import KEY, MSGS, rows
-from tokencost.tags import tags
+from tokencost.tagging import tags
 from tokencost.wrap import track
 
 STREAM_TEXT = "".join(iter_recorded_text("chat_stream_gpt-4o.sse"))

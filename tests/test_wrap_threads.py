@@ -9,7 +9,7 @@ from collections import Counter
 import openai
 
 from tests.test_wrap import KEY, MSGS, rows
-from tokencost.tags import tags
+from tokencost.tagging import tags
 from tokencost.wrap import track
 
 THREADS = 16

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._wrapstream import StreamLog, body_of, header, watch_async_stream, watch_lazy_response, watch_stream
 from .errors import BudgetExceeded
-from .tags import current_tags, tags
+from .tagging import current_tags, tags
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -154,6 +154,10 @@ class _Tracker:
         self._lock = threading.Lock()
         self._warned = False
         self.ledger_exists = False  # set once seen, to skip a stat per call
+        # A stream abandoned at exit is logged from an atexit finalizer. If that is the ledger's first
+        # open, it imports sqlite-utils (and pandas), which imports concurrent.futures, whose import
+        # registers an atexit hook and fails once shutdown has begun. Importing it now keeps that row.
+        import concurrent.futures.thread  # noqa: F401
 
     @property
     def ledger(self) -> Ledger:

@@ -56,20 +56,36 @@ SUMMARY_KEYS = (
 )
 
 
+_MAX_PRICE = Decimal(1_000_000)  # USD per 1M tokens: far above any real model, far below overflow
+
+
 def _custom_price(model: str | None, price_in: str | None, price_out: str | None):
     if price_in is None and price_out is None:
         return None
     if price_in is None or price_out is None:
         raise UsageError("give both --price-in and --price-out (USD per 1M tokens)")
-    try:
-        pin, pout = Decimal(price_in), Decimal(price_out)
-    except InvalidOperation:
-        raise UsageError("--price-in/--price-out must be numbers, e.g. 2.50") from None
-    if pin < 0 or pout < 0 or not pin.is_finite() or not pout.is_finite():
-        raise UsageError("--price-in/--price-out must be 0 or more")
+    if model is None:
+        raise UsageError("--price-in/--price-out price one model: give exactly one --model "
+                         "(the requests name several)")
+    prices = []
+    for label, text in (("--price-in", price_in), ("--price-out", price_out)):
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            raise UsageError(f"{label} {text!r} is not a number; give USD per 1M tokens, e.g. 2.50") from None
+        if not value.is_finite() or not 0 <= value <= _MAX_PRICE:
+            raise UsageError(f"{label} {text!r} must be a number from 0 to {_MAX_PRICE} (USD per 1M tokens)")
+        prices.append(value)
     from ..pricing import custom_price
 
-    return custom_price(model or "custom", pin, pout)
+    return custom_price(model, prices[0], prices[1])
+
+
+def _model_option(models: list[str] | None) -> list[str]:
+    for m in models or []:
+        if not m.strip():
+            raise UsageError("--model is empty; give a model name, e.g. --model gpt-4o (`tokencost prices` lists them)")
+    return list(models or [])
 
 
 def _progress(total: int):
@@ -99,15 +115,15 @@ def register(app: typer.Typer) -> None:
         format: FormatOpt = Format.table,
     ) -> None:
         """Count the prompt tokens of FILE exactly and price them (no network)."""
-        from ..estimate import estimate_requests
+        from ..estimation import estimate_requests
         from ..inputs import load_requests
 
         day = parse_date(at, "--at")
-        models = model or []
-        price = _custom_price(models[0] if len(models) == 1 else None, price_in, price_out)
-        if price is not None and len(models) > 1:
-            raise UsageError("--price-in/--price-out price one model; give a single --model")
+        models = _model_option(model)
         loaded = load_requests(file)
+        own = {r.body.get("model") for r in loaded}
+        single = models[0] if len(models) == 1 else (own.pop() if not models and len(own) == 1 else None)
+        price = _custom_price(single, price_in, price_out)
         tick, done = _progress(len(loaded))
         try:
             results = estimate_requests(loaded, models, completion_tokens=completion_tokens,
@@ -137,12 +153,14 @@ def register(app: typer.Typer) -> None:
         format: FormatOpt = Format.table,
     ) -> None:
         """Show where every token and cent of FILE comes from."""
-        from ..explain import explain as explain_request
+        from ..explanation import explain as explain_request
         from ..inputs import load_requests
 
         day = parse_date(at, "--at")
-        price = _custom_price(model, price_in, price_out)
         loaded = load_requests(file)
+        if model is not None:
+            _model_option([model])
+        price = _custom_price(model or loaded[0].body.get("model"), price_in, price_out)
         if len(loaded) != 1:
             raise UsageError(f"{file} holds {len(loaded)} requests; explain takes one (use estimate for many)")
         ex = explain_request(loaded[0].body, model, completion_tokens=completion_tokens,

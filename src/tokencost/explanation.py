@@ -12,7 +12,7 @@ from typing import Any
 
 from .counting import PromptCount, count_prompt
 from .encodings import ENCODINGS, get_encoding
-from .estimate import Estimate, Mode, estimate, resolve_pricing
+from .estimation import Estimate, Mode, estimate, resolve_pricing
 from .pricing import Price
 
 __all__ = ["Explanation", "Compression", "explain", "compression"]

@@ -125,10 +125,26 @@ def resolve_pricing(model: str, at: date | datetime | None, price: Price | None)
         counting_model = info.name
     except UnknownModel:
         if price is None:
+            _explain_non_chat(model)
             raise
         counting_model = FALLBACK_MODEL
         notes.append(f"{model!r} is not a known model: tokens counted as {FALLBACK_MODEL} (an estimate)")
     return counting_model, (price if price is not None else price_for(model, at=at)), notes
+
+
+def _explain_non_chat(model: str) -> None:
+    """A model with a price but no chat formula (embeddings, instruct) gets a precise error."""
+    from .pricing import list_prices
+
+    try:
+        rows = list_prices(model)
+    except TokencostError:
+        return
+    if rows:
+        raise UsageError(
+            f"{model!r} is not a chat model: tokencost counts chat-completion prompts; "
+            f"its price is listed by `tokencost prices --model {model}`"
+        )
 
 
 def estimate(
@@ -144,11 +160,14 @@ def estimate(
 ) -> Estimate:
     """Estimate what ``request`` (a request body or a list of messages) costs on ``model``."""
     body: dict[str, Any] = {"messages": request} if isinstance(request, list) else dict(request)
-    model = _model_of(body, model, source)
-    counting_model, the_price, notes = resolve_pricing(model, at, price)
-    [pc] = count_prompts([body], counting_model, image_sizes=image_sizes)
-    return _from_count(body, model, counting_model, pc, the_price, notes, completion_tokens=completion_tokens,
-                       mode=mode, source=source)
+    try:
+        model = _model_of(body, model, source)
+        counting_model, the_price, notes = resolve_pricing(model, at, price)
+        [pc] = count_prompts([body], counting_model, image_sizes=image_sizes)
+        return _from_count(body, model, counting_model, pc, the_price, notes,
+                           completion_tokens=completion_tokens, mode=mode, source=source)
+    except TokencostError as exc:
+        raise _located(exc, source) from None
 
 
 def _model_of(body: dict[str, Any], model: str | None, source: str) -> str:
@@ -292,7 +311,7 @@ def estimate_requests(
 
 def _located(exc: TokencostError, where: str) -> TokencostError:
     """The same kind of error with the file/line prefixed, so a JSONL failure says which line."""
-    if where and str(exc).startswith(where):
+    if not where or str(exc).startswith(where):
         return exc
     new = TokencostError(f"{where}: {exc}")
     new.exit_code = exc.exit_code
