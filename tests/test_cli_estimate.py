@@ -251,3 +251,37 @@ def test_explain_errors_name_the_file(tmp_path):
     f.write_text('{"messages": [{"role": "bot", "content": "x"}]}')
     r = run("explain", str(f), "-m", "gpt-4")
     assert r.returncode == 2 and r.stderr.startswith(f"Error: {f}: messages[0]: unknown role 'bot'")
+
+
+def _big_jsonl(tmp_path, n=600):
+    f = tmp_path / "big.jsonl"
+    f.write_text("\n".join(json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]})
+                           for i in range(n)))
+    return f
+
+
+def test_progress_bar_only_when_stderr_is_a_terminal(tmp_path):
+    import os
+    import pty
+
+    f = _big_jsonl(tmp_path)
+    plain = run("estimate", str(f), "--format", "csv")
+    assert plain.returncode == 0 and plain.stderr == ""  # a pipe: no progress output at all
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tokencost", "estimate", str(f), "--format", "csv"],
+                            stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "COLUMNS": "80"})
+    os.close(slave)
+    out, _ = proc.communicate(timeout=120)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert out.decode() == plain.stdout  # stdout is the same data either way
+    assert b"estimating" in seen  # the progress bar went to the terminal

@@ -92,9 +92,10 @@ def _progress(total: int):
     """A progress callback on stderr for long inputs, only when stderr is a terminal."""
     if total < 200 or not stderr_is_tty():
         return None, lambda: None
+    from rich.console import Console
     from rich.progress import Progress
 
-    bar = Progress(transient=True)
+    bar = Progress(console=Console(stderr=True), transient=True)  # stdout carries only the data
     task = bar.add_task("estimating", total=total)
     bar.start()
     return (lambda n: bar.update(task, completed=n)), bar.stop
