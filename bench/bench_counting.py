@@ -5,7 +5,7 @@
 Baseline: ``tiktoken.Encoding.encode_ordinary_batch`` over exactly the message contents of the same
 requests (the cheapest possible "count the text"). Ours: ``tokencost.counting.count_prompts`` on the
 whole requests (validation, names, framing, per-message breakdown, exactness). The brief asks for
-ours >= 0.9x the baseline's throughput. ``--write`` appends a section to bench/RESULTS.md.
+ours >= 0.9x the baseline's throughput. ``--write`` replaces this script's section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import argparse
 import os
 import platform
 import random
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from tokencost.counting import count_prompts
 from tokencost.encodings import get_encoding
@@ -92,9 +90,9 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if args.write:
-        results = Path(__file__).parent / "RESULTS.md"
-        with results.open("a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
+        from _results import write_section
+
+        write_section("bench_counting", "\n".join(lines))
 
 
 if __name__ == "__main__":

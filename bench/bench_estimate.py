@@ -174,17 +174,6 @@ def typer_version() -> str:
     return version("typer")
 
 
-def write_section(path: Path, name: str, text: str) -> None:
-    """Replace this script's marked section of RESULTS.md (or append it), leaving the others alone."""
-    old = path.read_text() if path.exists() else ""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start in old and end in old:
-        new = old[: old.index(start)] + text + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20000)
@@ -236,7 +225,9 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        write_section(HERE / "RESULTS.md", "bench_estimate", text)
+        from _results import write_section
+
+        write_section("bench_estimate", text)
 
 
 if __name__ == "__main__":

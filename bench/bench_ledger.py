@@ -151,15 +151,7 @@ def render(res: dict, args: argparse.Namespace) -> str:
     ])
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in old and MARK_END in old:
-        head, rest = old.split(MARK_START, 1)
-        new = head + text + rest.split(MARK_END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
+from _results import write_section  # noqa: E402
 
 
 def main() -> int:
@@ -179,7 +171,7 @@ def main() -> int:
     text = render(res, args)
     print(text)
     if args.write:
-        write_section(text)
+        write_section("bench_ledger", text)
     return 0
 
 

@@ -211,14 +211,9 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if args.write:
-        path = ROOT / "bench" / "RESULTS.md"
-        text = path.read_text() if path.exists() else ""
-        start, end = text.find("<!-- bench_proxy:start -->"), text.find("<!-- bench_proxy:end -->")
-        if start != -1 and end != -1:
-            text = text[:start] + section + text[end + len("<!-- bench_proxy:end -->"):]
-        else:
-            text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-        path.write_text(text)
+        from _results import write_section
+
+        write_section("bench_proxy", section)
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--small", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--write-results", action="store_true", help="append a section to bench/RESULTS.md")
+    ap.add_argument("--write-results", action="store_true", help="replace this script's section of bench/RESULTS.md")
     a = ap.parse_args()
 
     end = datetime(2026, 11, 29, tzinfo=timezone.utc)
@@ -186,7 +186,7 @@ def main() -> None:
     if a.write_results:
         uname = " ".join(platform.uname())
         lines = [
-            "", f"## Reports on a {a.rows:,}-call ledger (bench/bench_report.py, H5)", "",
+            f"## Reports on a {a.rows:,}-call ledger (bench/bench_report.py)", "",
             f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
             f"- Machine: `{subprocess.run(['uname', '-a'], capture_output=True, text=True).stdout.strip() or uname}`, "
             f"nproc {os.cpu_count()}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}",
@@ -215,9 +215,10 @@ def main() -> None:
                   f"team=search) on {a.rows:,} rows: first call of a period {bud['first_ms']:.1f} ms (sums the "
                   f"period once through the started_at index), then {bud['next_median_us']:.0f} µs median per "
                   "call (rowid range since the last check + a 1 s budget cache).", ""]
-        with RESULTS.open("a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines))
-        print(f"appended to {RESULTS}")
+        from _results import write_section
+
+        write_section("bench_report", "\n".join(lines))
+        print(f"wrote its section of {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Per-call overhead of tokencost.track() against the local fake server.
 
-    /work/venv/bin/python bench/bench_wrap.py [--calls 2000] [--write bench/RESULTS.md]
+    /work/venv/bin/python bench/bench_wrap.py [--calls 2000] [--write]
 
 Tracked and untracked clients take turns call by call (A, B, A, B, ...) in one run, so a noisy
 shared machine affects both alike; we report each side's median and p99 per call and the
@@ -227,7 +227,7 @@ def decision(results: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--calls", type=int, default=2000)
-    p.add_argument("--write", type=Path, help="replace the wrapper section of this RESULTS.md")
+    p.add_argument("--write", action="store_true", help="replace this script's section of bench/RESULTS.md")
     args = p.parse_args()
     results = []
     with fake_server() as base_url:
@@ -248,24 +248,12 @@ def main() -> int:
     print()
     print(section)
     if args.write:
-        _replace_section(args.write, section)
+        from _results import write_section
+
+        write_section("bench_wrap", section)
     return 0
 
 
-_START, _END = "<!-- bench_wrap:start -->", "<!-- bench_wrap:end -->"
-
-
-def _replace_section(path: Path, section: str) -> None:
-    """Swap our marked section in place, leaving the other helpers' sections alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{_START}\n{section.rstrip()}\n{_END}\n"
-    if _START in text and _END in text:
-        head, _, rest = text.partition(_START)
-        _, _, tail = rest.partition(_END)
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = text.rstrip() + "\n\n" + block
-    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
