@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.test_report_support import add_rows, call, make_ledger, usd
+from tests.test_report_support import UNPRICED, add_rows, call, make_ledger, usd
 from tokencost.budgets import (BudgetWarning, budget_status, check_budgets, list_budgets, period_bounds,
                                remove_budget, set_budget)
 from tokencost.cli import app
@@ -81,7 +81,7 @@ def test_cli_budget_status_exit_code(db):
     now = datetime.now(timezone.utc)
     add(db, call(now - timedelta(seconds=5), "gpt-4-0613", 10_000, 1000))  # $0.36
     r = runner.invoke(app, ["budget", "set", "daily", "--limit", "1", "--period", "day", "--db", str(db)])
-    assert r.exit_code == 0 and r.stdout == "Budget 'daily': $1 per day for all calls, action warn.\n"
+    assert r.exit_code == 0 and r.stdout == "Budget 'daily': $1.00 per day for all calls, action warn.\n"
     r = runner.invoke(app, ["budget", "status", "--db", str(db)])
     assert r.exit_code == 0, r.output
     assert "daily" in r.stdout and "$0.36" in r.stdout and "$1.00" in r.stdout
@@ -178,3 +178,72 @@ def test_check_budgets_on_a_ledger_not_yet_created(tmp_path):
         warnings.simplefilter("error")
         check_budgets(missing, model="gpt-4o", estimated_cost_usd=Decimal(1), tags={})
     assert not missing.parent.exists()
+
+
+INT64_MAX = 2**63 - 1  # SQLite INTEGER: the ledger keeps limits as signed 64-bit picodollars
+
+
+@pytest.mark.parametrize("limit", ["10000000", "1e400", "9223372.036854775808", "1e999999999999", "nan", "inf"])
+def test_cli_budget_limit_out_of_range_is_one_line_exit_2(db, limit):
+    r = runner.invoke(app, ["budget", "set", "big", "--limit", limit, "--db", str(db)])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert r.stderr.startswith(f"Error: bad --limit {limit!r}") and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.output and r.stdout == ""
+    assert list_budgets(db) == []  # nothing written
+
+
+def test_the_largest_limit_the_ledger_holds_is_stored_exactly(db):
+    biggest = Decimal(INT64_MAX) / Decimal(10**12)
+    assert format(biggest, "f") == "9223372.036854775807"
+    b = set_budget(db, "big", limit=format(biggest, "f"))
+    [stored] = list_budgets(db)
+    assert b.limit_pusd == stored.limit_pusd == INT64_MAX and stored.limit_usd == biggest
+    with pytest.raises(UsageError, match="at most"):
+        set_budget(db, "big", limit=format(biggest + Decimal("1e-12"), "f"))
+    with pytest.raises(UsageError, match="more than 12 decimal places"):
+        set_budget(db, "tiny", limit="0.0000000000001")
+
+
+@pytest.mark.parametrize("limit, shown", [("50", "$50.00"), ("12.5", "$12.50"), ("1e3", "$1,000.00"),
+                                          ("0.000001", "$0.000001"), ("1,234.567", "$1,234.567")])
+def test_cli_budget_set_prints_plain_dollars(db, limit, shown):
+    r = runner.invoke(app, ["budget", "set", "b1", "--limit", limit, "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == f"Budget 'b1': {shown} per month for all calls, action warn.\n"
+    [b] = list_budgets(db)
+    assert b.limit_usd == Decimal(limit.replace(",", ""))
+
+
+def test_cli_budget_status_shows_small_spend_and_unpriced_calls(db):
+    now = datetime.now(timezone.utc)
+    priced = call(now - timedelta(seconds=5), "gpt-4o-2024-08-06", 100, 20)
+    unpriced = call(now - timedelta(seconds=5), UNPRICED, 50, 5)
+    add(db, priced, unpriced)
+    # By hand from RATES: 100 prompt x $2.50/1M + 20 completion x $10/1M = $0.00045.
+    spent = Decimal(100) * Decimal("2.50") / 10**6 + Decimal(20) * Decimal(10) / 10**6
+    assert spent == usd(priced["total_cost_pusd"]) == Decimal("0.00045")
+    set_budget(db, "b1", limit="0.01", period="month")
+    r = runner.invoke(app, ["budget", "status", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    head, _rule, row, *notes = r.stdout.splitlines()
+    assert "unpriced calls" in head
+    used = spent / Decimal("0.01") * 100
+    assert f"{used:.1f}%" == "4.5%"
+    assert "$0.000450 + unpriced" in row and "$0.010000" in row and " 4.5% " in row
+    assert row.split()[-2:] == ["1", "ok"]  # one unpriced call, then the state
+    assert notes and "'b1' (1)" in notes[0] and "not in spent" in notes[0]
+    [doc] = json.loads(runner.invoke(app, ["budget", "status", "--db", str(db), "--format", "json"]).stdout)
+    assert Decimal(doc["spent_usd"]) == spent and doc["unpriced_calls"] == 1
+
+
+def test_cli_budget_set_warns_about_an_unknown_model(db):
+    r = runner.invoke(app, ["budget", "set", "b1", "--limit", "5", "--model", "gpt5", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("Warning: no known model matches 'gpt5'") and r.stderr.count("\n") == 1
+    assert [b.models for b in list_budgets(db)] == [("gpt5",)]  # a warning, not a refusal
+    # known names, aliases and fine-tunes of a known base need no warning
+    r = runner.invoke(app, ["budget", "set", "b2", "--limit", "5", "--model", "gpt-4o", "--model", "gpt-4o-2024-08-06",
+                            "--model", "ft:gpt-4o-mini-2024-07-18:my-org::abc123", "--db", str(db)])
+    assert r.exit_code == 0 and r.stderr == ""
+    r = runner.invoke(app, ["budget", "set", "b3", "--limit", "5", "--model", UNPRICED, "--db", str(db)])
+    assert r.exit_code == 0 and f"no known model matches {UNPRICED!r}" in r.stderr

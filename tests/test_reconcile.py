@@ -119,3 +119,32 @@ def test_a_truncated_download_is_flagged(db, tmp_path):
     r = runner.invoke(app, ["reconcile", str(f), "--db", str(db), "--format", "json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["incomplete"] is True
     assert "has_more: true" in r.stderr
+
+
+@pytest.mark.parametrize("content, got", [
+    ("[]", "an empty list"),
+    ('{"object": "list", "data": []}', "got object 'list'"),
+    ("5", "got a JSON number"),
+])
+def test_input_that_is_not_a_usage_page_is_exit_2(tmp_path, db, content, got):
+    f = tmp_path / "usage.json"
+    f.write_text(content)
+    with pytest.raises(InputError, match=got):
+        load_usage(f)
+    r = runner.invoke(app, ["reconcile", str(f), "--db", str(db)])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert r.stderr.startswith(f"Error: {f}: ") and got in r.stderr and r.stderr.count("\n") == 1
+    assert 'expected a usage page {"object": "page", "data": [bucket, ...]}' in r.stderr and r.stdout == ""
+
+
+def test_an_empty_page_says_there_are_no_buckets(tmp_path, db):
+    f = tmp_path / "usage.json"
+    f.write_text(json.dumps({"object": "page", "data": [], "has_more": False, "next_page": None}))
+    assert load_usage(f) == ([], True)
+    r = runner.invoke(app, ["reconcile", str(f), "--db", str(db), "--check"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith(f"No buckets in {f}") and r.stderr.count("\n") == 1 and r.stdout == ""
+    r = runner.invoke(app, ["reconcile", str(f), "--db", str(db), "--format", "json"])
+    assert r.exit_code == 0 and "No buckets" in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["rows"] == [] and doc["window"] is None

@@ -193,15 +193,15 @@ def test_cli_table_exact_output(tmp_path):
     assert r.exit_code == 0, r.output
     # By hand, USD per token from RATES: gpt-4o prompt 1000*0.0000025 + (1000*0.0000025 + 1000*0.00000125)
     # = 0.00625, completion 500*0.00001 = 0.005, total 0.01125; gpt-4 0.003 + 0.0006 = 0.0036;
-    # shares 0.01125/0.01485 = 75.8 %, 0.0036/0.01485 = 24.2 %. Display rounds half-up to 4 places.
+    # shares 0.01125/0.01485 = 75.8 %, 0.0036/0.01485 = 24.2 %. Display rounds half-up to 6 places.
     assert r.stdout == (
-        "model              calls  failed  est.  prompt tok  completion tok  cached tok  prompt $  completion $             total $   share\n"
-        "-----------------  -----  ------  ----  ----------  --------------  ----------  --------  ------------  ------------------  ------\n"
-        "gpt-4o-2024-08-06      2                     3,000             500       1,000   $0.0063       $0.0050             $0.0113   75.8%\n"
-        "gpt-4-0613             1            1*         100              10           0   $0.0030       $0.0006             $0.0036   24.2%\n"
-        "gpt-4o                 1       1                 0               0           0   $0.0000       $0.0000             $0.0000\n"
-        "my-finetune-x          1                        50               5           0  unpriced      unpriced            unpriced\n"
-        "TOTAL                  5       1    1*       3,150             515       1,000   $0.0093       $0.0056  $0.0149 + unpriced  100.0%\n"
+        "model              calls  failed  est.  prompt tok  completion tok  cached tok   prompt $  completion $               total $   share\n"
+        "-----------------  -----  ------  ----  ----------  --------------  ----------  ---------  ------------  --------------------  ------\n"
+        "gpt-4o-2024-08-06      2                     3,000             500       1,000  $0.006250     $0.005000             $0.011250   75.8%\n"
+        "gpt-4-0613             1            1*         100              10           0  $0.003000     $0.000600             $0.003600   24.2%\n"
+        "gpt-4o                 1       1                 0               0           0  $0.000000     $0.000000             $0.000000\n"
+        "my-finetune-x          1                        50               5           0   unpriced      unpriced              unpriced\n"
+        "TOTAL                  5       1    1*       3,150             515       1,000  $0.009250     $0.005600  $0.014850 + unpriced  100.0%\n"
         "Period: 2026-11-28T09:00:00Z to 2026-11-28T09:00:00Z; days in UTC.\n"
         "failed: 1 calls got an error or no answer (counted in calls).\n"
         "est.*: 1 calls with usage estimated by tokencost (the API reported none, e.g. a stream without a usage chunk).\n"
@@ -366,3 +366,90 @@ def test_plot_title_states_period_total_and_unpriced(db):
     assert plot_title(rep, "day", "model", days) == (
         f"Spend per day by model, 2026-11-20 to 2026-11-26 (UTC) — total ${rep.totals.total_cost:.2f} "
         f"+ {rep.totals.unpriced_tokens:,} unpriced tokens")
+
+
+def test_table_and_markdown_show_sub_cent_costs(tmp_path):
+    t = datetime(2026, 11, 28, 9, tzinfo=timezone.utc)
+    # gpt-4o: 14 prompt tokens x $2.50/1M = $0.000035; gpt-4o-mini: 1 prompt token x $0.15/1M = $0.00000015
+    rows = [call(t, "gpt-4o-2024-08-06", 14, 0), call(t, "gpt-4o-mini-2024-07-18", 1, 0)]
+    small = Decimal(14) * Decimal("2.50") / 10**6
+    tiny = Decimal(1) * Decimal("0.15") / 10**6
+    assert (usd(rows[0]["total_cost_pusd"]), usd(rows[1]["total_cost_pusd"])) == (small, tiny)
+    db = make_ledger(tmp_path / "s.db", rows)
+    for fmt in ("table", "markdown"):
+        r = runner.invoke(app, ["report", "--db", str(db), "--format", fmt])
+        assert r.exit_code == 0, r.output
+        line_4o = next(x for x in r.stdout.splitlines() if "gpt-4o-2024-08-06" in x)
+        assert line_4o.count(f"${small:.6f}") == 2 and "$0.000000" in line_4o  # prompt, total; no completion
+        line_mini = next(x for x in r.stdout.splitlines() if "gpt-4o-mini" in x)
+        # rounding to 6 places would show $0.000000: real money is never shown as zero
+        assert line_mini.count(f"${tiny:f}") == 2 and f"${tiny:f}" == "$0.00000015"
+        total = next(x for x in r.stdout.splitlines() if "TOTAL" in x)
+        assert f"${small + tiny:.6f}" in total
+    doc = json.loads(runner.invoke(app, ["report", "--db", str(db), "--format", "json"]).stdout)
+    assert Decimal(doc["totals"]["total_cost_usd"]) == small + tiny  # JSON stays exact
+
+
+def test_plot_to_a_missing_directory_is_one_line_and_writes_nothing(db, tmp_path):
+    out = tmp_path / "nonexistent" / "dir" / "p.png"
+    r = runner.invoke(app, ["report", "--db", str(db), "--by", "model", "--plot", str(out)])
+    assert r.exit_code == 1, (r.output, r.exception)
+    assert r.stderr.startswith(f"Error: cannot write plot {out}: ") and r.stderr.count("\n") == 1
+    assert f"no directory {out.parent}" in r.stderr
+    assert "Traceback" not in r.output and r.stdout == ""  # no table printed before the failure
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_plot_with_an_unknown_image_type_is_exit_2_and_writes_nothing(db, tmp_path):
+    out = tmp_path / "p.docx"
+    r = runner.invoke(app, ["report", "--db", str(db), "--by", "day", "--plot", str(out)])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert r.stderr.startswith(f"Error: cannot write plot {out}: unknown image type '.docx'") and r.stderr.count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(db.name)] == []
+
+
+def test_plot_replaces_an_old_file_whole_and_leaves_no_temporary(db, tmp_path):
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    out = plots / "spend.svg"
+    out.write_text("old")
+    r = runner.invoke(app, ["report", "--db", str(db), "--by", "day", "--plot", str(out)])
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"Wrote {out}\n"
+    assert [p.name for p in plots.iterdir()] == ["spend.svg"]
+    text = out.read_text()
+    assert text.lstrip().startswith("<?xml") and text.rstrip().endswith("</svg>")
+
+
+def test_reports_re_exports_the_aggregates_from_one_list():
+    from tokencost import reports, spend
+
+    for name in spend.__all__:
+        assert name in reports.__all__ and getattr(reports, name) is getattr(spend, name)
+    for name in reports.__all__:
+        assert getattr(reports, name) is not None
+    assert len(set(reports.__all__)) == len(reports.__all__)
+
+
+def test_a_plot_that_fails_midway_leaves_the_old_file(db, tmp_path, monkeypatch):
+    """Fault injection: the disk fills up after half the image is written."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "spend.png"
+    out.write_bytes(b"the old plot")
+
+    def half_then_full(self, fname, **kw):
+        if hasattr(fname, "write"):
+            fname.write(b"\x89PNG half")
+        else:
+            Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_full)
+    r = runner.invoke(app, ["report", "--db", str(db), "--by", "day", "--plot", str(out)])
+    assert r.exit_code == 1, (r.output, r.exception)
+    assert r.stderr == f"Error: cannot write plot {out}: No space left on device\n"
+    assert out.read_bytes() == b"the old plot"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(db.name)) == ["spend.png"]

@@ -47,8 +47,11 @@ __all__ = [
     "check_budgets",
     "list_budgets",
     "period_bounds",
+    "format_usd",
+    "parse_limit",
     "remove_budget",
     "set_budget",
+    "unknown_models",
 ]
 
 PERIODS = ("day", "week", "month")
@@ -157,17 +160,55 @@ def list_budgets(db: str | Path | None = None) -> list[Budget]:
         con.close()
 
 
+# The ledger stores limits as SQLite INTEGER (signed 64-bit) picodollars.
+MAX_LIMIT_PUSD = 2**63 - 1
+MAX_LIMIT_USD = Decimal(MAX_LIMIT_PUSD) / PICO  # exact: $9,223,372.036854775807
+
+
 def parse_limit(limit: str | Decimal | int) -> int:
+    """``--limit`` dollars -> integer picodollars: finite, positive, at most 12 decimal places and
+    within what the ledger's 64-bit integer column holds. Anything else is a UsageError."""
     try:
         d = Decimal(str(limit).strip().lstrip("$").replace(",", ""))
     except InvalidOperation:
         raise UsageError(f"bad --limit {limit!r}: give dollars, e.g. --limit 50 or --limit 12.50") from None
     if not d.is_finite() or d <= 0:
         raise UsageError(f"bad --limit {limit!r}: must be a positive amount of USD")
-    pico = d * PICO
-    if pico != pico.to_integral_value():
+    # Comparisons are exact; check the range before any arithmetic can overflow or round.
+    if d > MAX_LIMIT_USD:
+        raise UsageError(f"bad --limit {limit!r}: at most ${format(MAX_LIMIT_USD, ',f')} "
+                         "(the ledger stores limits as 64-bit integer picodollars)")
+    q = d.quantize(Decimal(1).scaleb(-12))  # at most 19 digits here, so no context rounding
+    if q != d:
         raise UsageError(f"bad --limit {limit!r}: more than 12 decimal places")
-    return int(pico)
+    return int(q.scaleb(12))
+
+
+def format_usd(d: Decimal) -> str:
+    """An exact amount for display, never in exponent form: at least 2 places, more if it has them."""
+    exp = d.as_tuple().exponent
+    if isinstance(exp, int) and exp > -2:
+        d = d.quantize(Decimal("0.01"))
+    s = format(d, ",f")
+    return f"-${s[1:]}" if s.startswith("-") else f"${s}"
+
+
+def unknown_models(models: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The names in ``models`` that no known model matches, each with the closest known names.
+
+    Such a budget is allowed (custom or fine-tuned models the registry does not know), but a typo
+    would make it cover nothing, so the CLI warns about these.
+    """
+    from .errors import UnknownModel
+    from .models import resolve_model
+
+    out = []
+    for m in dict.fromkeys(models):
+        try:
+            resolve_model(m)
+        except UnknownModel as exc:
+            out.append((m, exc.suggestions))
+    return out
 
 
 def set_budget(db: str | Path | None, name: str, *, limit: str | Decimal | int, period: str = "month",

@@ -6,10 +6,13 @@ only here, at the last step, because a bar's height on screen is not money.
 
 from __future__ import annotations
 
+import os
+import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+from .errors import TokencostError, UsageError
 from .reports import money, spend_pivot
 from .spend import TIME_KEYS, Filters, Report, report
 
@@ -74,9 +77,39 @@ def plot_report(rep: Report, out: str | Path) -> Path:
     title = plot_title(rep, time_key or "day", stack, labels)
     ax.set_title(title, fontsize="medium")
     fig.tight_layout()
-    path = Path(out)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        return _save(fig, Path(out))
+    finally:
+        plt.close(fig)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write the figure to a temporary file next to ``path``, then rename it over ``path``: the
+    file is either the whole picture or not there (an old one stays as it was)."""
+    fmt = path.suffix[1:].lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise UsageError(f"cannot write plot {path}: unknown image type {path.suffix!r}; "
+                         f"use one of {', '.join('.' + k for k in sorted(supported))}")
+    tmp: str | None = None
+    try:
+        name = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        # os.open with 0o666 lets the umask decide the mode, as for any file the user writes
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        tmp = name
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        hint = "" if path.parent.is_dir() else f" (no directory {path.parent}; create it first)"
+        raise TokencostError(f"cannot write plot {path}: {exc.strerror or exc}{hint}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     return path
 
 

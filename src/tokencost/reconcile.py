@@ -89,6 +89,11 @@ def _int(v: Any, where: str, field: str, file: str, required: bool = True) -> in
     return v
 
 
+def _json_type(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number")
+
+
 def load_usage(path: str | Path) -> tuple[list[Bucket], bool]:
     """Parse a usage file -> (buckets sorted by start, grouped_by_model). InputError on bad shape."""
     buckets, grouped, _ = _load(path)
@@ -107,6 +112,11 @@ def _load(path: str | Path) -> tuple[list[Bucket], bool, bool]:
     except json.JSONDecodeError as exc:
         raise InputError(f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}", where=str(p)) from None
 
+    shape = ("a usage page {\"object\": \"page\", \"data\": [bucket, ...]} (or a list of pages or buckets) "
+             "as saved from /v1/organization/usage/completions")
+    if isinstance(doc, list) and not doc:
+        # Nothing says what [] was meant to be; an empty download is a page with "data": [].
+        raise InputError(f"an empty list; expected {shape}", where=str(p))
     raw: list[tuple[str, Any]] = []
     pages = doc if isinstance(doc, list) else [doc]
     # The last page saying has_more means the download stopped early: say so, never guess.
@@ -115,12 +125,13 @@ def _load(path: str | Path) -> tuple[list[Bucket], bool, bool]:
         here = f"[{i}]" if isinstance(doc, list) else "$"
         if isinstance(page, dict) and page.get("object") == "bucket":
             raw.append((here, page))
-        elif isinstance(page, dict) and isinstance(page.get("data"), list):
+        elif (isinstance(page, dict) and isinstance(page.get("data"), list)
+              and page.get("object", "page") == "page"):  # another endpoint's list is not usage
             raw += [(f"{here}.data[{j}]", b) for j, b in enumerate(page["data"])]
         else:
-            raise InputError(f"{here}: expected a usage page ({{\"object\": \"page\", \"data\": [...]}}) "
-                             "or a bucket; is this the output of /v1/organization/usage/completions?",
-                             where=str(p))
+            got = f"object {page.get('object')!r}" if isinstance(page, dict) and "object" in page \
+                else f"a JSON {_json_type(page)}"
+            raise InputError(f"{here}: got {got}; expected {shape}", where=str(p))
     buckets: list[Bucket] = []
     grouped = True
     for here, b in raw:
@@ -197,6 +208,7 @@ class Reconciliation:
     start: int | None
     end: int | None
     incomplete: bool = False  # the file's last page has has_more: true
+    buckets: int = 0  # time buckets in the usage file (0: a well-formed but empty page)
 
     def summary(self) -> dict[str, int]:
         out = dict.fromkeys(STATUSES, 0)
@@ -223,7 +235,7 @@ def reconcile(usage_file: str | Path, db: str | Path | None = None, *,
     """Compare each usage bucket with the ledger, per model. One SQL query over the window."""
     buckets, grouped, more = _load(usage_file)
     if not buckets:
-        return Reconciliation([], None, None, more)
+        return Reconciliation([], None, None, more, 0)
     own = con is None
     path = None
     if con is None:
@@ -255,4 +267,4 @@ def reconcile(usage_file: str | Path, db: str | Path | None = None, *,
             led = ledger.get((i, m))
             rows.append(ReconcileRow(b.start, b.end, m, b.by_model.get(m), led[0] if led else None,
                                      led[1] if led else 0))
-    return Reconciliation(rows, buckets[0].start, buckets[-1].end, more)
+    return Reconciliation(rows, buckets[0].start, buckets[-1].end, more, len(buckets))

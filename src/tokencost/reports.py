@@ -33,7 +33,8 @@ JSON contract of :meth:`Report.to_json` (``tokencost report --format json``)::
     }
 
 ``--format csv`` has the same columns (group keys first, exact decimal strings) and a last row
-whose first key is ``TOTAL``; ``table`` and ``markdown`` round money to 4 places for display.
+whose first key is ``TOTAL``; ``table`` and ``markdown`` round money to 6 places for display (more when a non-zero amount
+would otherwise show as $0.000000).
 """
 
 from __future__ import annotations
@@ -42,34 +43,25 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from . import spend as _spend
 from .errors import UsageError
-from .spend import (GROUP_KEYS, TIME_KEYS, Filters, Group, Report, build_filters, connect, parse_by,
-                    parse_tags, parse_when, report, usd)
+# The ledger aggregates, re-exported under the same names: reports is their pandas-shaped face.
+from .spend import *  # noqa: F401,F403
+from .spend import GROUP_KEYS, TIME_KEYS, Filters, Group, Report, report
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
-    "GROUP_KEYS",
-    "TIME_KEYS",
-    "Filters",
-    "Group",
-    "Report",
-    "build_filters",
+    *_spend.__all__,
     "calibration_frame",
-    "connect",
     "csv_rows",
     "display_table",
     "money",
-    "parse_by",
-    "parse_tags",
-    "parse_when",
     "render_markdown",
-    "report",
     "report_frame",
     "spend_frame",
     "spend_pivot",
-    "usd",
 ]
 
 # --------------------------------------------------------------------------- pandas shapes
@@ -146,12 +138,21 @@ CSV_COLUMNS = ("calls", "failed_calls", "estimated_calls", "prompt_tokens", "com
                "unpriced_calls", "unpriced_tokens", "share")
 
 
-def money(d: Decimal | None, places: int = 4) -> str:
-    """Display only: rounds half-up to ``places`` (as the rest of the CLI); None -> "unpriced"."""
+DISPLAY_PLACES = 6  # a million-token price is quoted to the cent: $0.000001 per token
+
+
+def money(d: Decimal | None, places: int = DISPLAY_PLACES) -> str:
+    """Display only: rounds half-up to ``places`` (as the rest of the CLI); None -> "unpriced".
+
+    A non-zero amount that would round to zero is shown exactly instead: rounding must never
+    make real spend look like $0.
+    """
     if d is None:
         return "unpriced"
     q = d.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
-    return f"-${-q:,}" if q < 0 else f"${q:,}"
+    if q == 0 and d != 0:
+        q = d.normalize()
+    return f"-${-q:,f}" if q < 0 else f"${q:,f}"
 
 
 def display_table(rep: Report) -> tuple[list[str], list[list[str]], list[str]]:

@@ -80,6 +80,13 @@ def register(app: typer.Typer) -> None:
         if rep.empty:
             where = " matching these filters" if (since or until or model or tag) else ""
             _err(f"No calls{where} in the ledger {rep.db}; nothing to report.")
+        wrote = None
+        if plot and not rep.empty:
+            # Before any output: a plot that cannot be written fails the command as a whole.
+            from ..plots import plot_report, plot_spend
+
+            plottable = sum(k in reports.TIME_KEYS for k in keys) == 1 and len(keys) <= 2
+            wrote = plot_report(rep, plot) if plottable else plot_spend(db, plot, by=keys, filters=filters)
         if fmt == ReportFormat.json:
             echo(render_json(rep.to_json()))
         elif fmt == ReportFormat.csv:
@@ -89,12 +96,8 @@ def register(app: typer.Typer) -> None:
             echo(_render(fmt, headers, rows, max(len(keys), 1)))
             for n in notes:
                 echo(("" if fmt == ReportFormat.table else "\n") + n)
-        if plot and not rep.empty:
-            from ..plots import plot_report, plot_spend
-
-            plottable = sum(k in reports.TIME_KEYS for k in keys) == 1 and len(keys) <= 2
-            out = plot_report(rep, plot) if plottable else plot_spend(db, plot, by=keys, filters=filters)
-            _err(f"Wrote {out}")
+        if wrote is not None:
+            _err(f"Wrote {wrote}")
 
     budget = typer.Typer(help="Spending limits per day, week or month; checked before every tracked call.",
                          no_args_is_help=True)
@@ -112,12 +115,16 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = None,
     ) -> None:
         """Create or replace a budget."""
-        from ..budgets import set_budget
+        from ..budgets import format_usd, set_budget, unknown_models
         from ..reports import parse_tags
 
         b = set_budget(db, name, limit=limit, period=period.value, models=model or (),
                        tags=parse_tags(tag or ()), action=action.value)
-        echo(f"Budget {b.name!r}: ${b.limit_usd:,} per {b.period} for {b.scope()}, action {b.action}.")
+        for m, close in unknown_models(b.models):
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            _err(f"Warning: no known model matches {m!r}{hint}; budget {b.name!r} covers only calls "
+                 f"to a model named exactly {m!r}.")
+        echo(f"Budget {b.name!r}: {format_usd(b.limit_usd)} per {b.period} for {b.scope()}, action {b.action}.")
 
     @budget.command("status")
     @handle_errors
@@ -126,6 +133,8 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = None,
     ) -> None:
         """Spend, limit and projection of every budget; exit code 1 if any is exceeded."""
+        from decimal import Decimal
+
         from ..budgets import budget_status
         from ..reports import money
 
@@ -146,17 +155,25 @@ def register(app: typer.Typer) -> None:
         elif not st:
             _err("No budgets; set one with `tokencost budget set NAME --limit 50 --period month`.")
         else:
-            headers = ["budget", "period", "covers", "action", "spent", "limit", "used", "projected", "status"]
+            headers = ["budget", "period", "covers", "action", "spent", "limit", "used", "projected",
+                       "unpriced calls", "status"]
             rows = []
             for s in st:
                 j = s.to_json()
                 state = ("EXCEEDED" if s.exceeded else
                          "on track to exceed" if s.projected_pusd > s.budget.limit_pusd else "ok")
+                # 6 places (more if needed), as in `report`: a spend that is a few percent of a
+                # small limit must not print as $0.00.
                 rows.append([s.budget.name, f"{s.budget.period} from {j['period_start'][:10]}", s.budget.scope(),
-                             s.budget.action, money(_usd(s.spent_pusd), 2),
-                             money(s.budget.limit_usd, 2), f"{float(j['used']) * 100:.1f}%",
-                             money(_usd(s.projected_pusd), 2), state])
+                             s.budget.action, money(_usd(s.spent_pusd)) + (" + unpriced" if s.unpriced_calls else ""),
+                             money(s.budget.limit_usd), f"{Decimal(j['used']) * 100:.1f}%",
+                             money(_usd(s.projected_pusd)), f"{s.unpriced_calls:,}", state])
             echo(_render(fmt, headers, rows, 4))
+            unpriced = [s for s in st if s.unpriced_calls]
+            if unpriced:
+                names = ", ".join(f"{s.budget.name!r} ({s.unpriced_calls:,})" for s in unpriced)
+                echo(f"unpriced calls: {names} have tokens but no price row, so their cost is not in "
+                     "spent (the real spend is higher); `tokencost prices --help` adds prices.")
         if any(s.exceeded for s in st):
             raise typer.Exit(code=1)
 
@@ -218,6 +235,9 @@ def register(app: typer.Typer) -> None:
         if rec.incomplete:
             _err(f"Warning: {usage_file} ends with a page saying has_more: true; fetch the remaining pages "
                  "(next_page) for a complete comparison.")
+        if rec.buckets == 0:
+            _err(f"No buckets in {usage_file} (its data list is empty), so there is nothing to compare; "
+                 "fetch the usage for a start_time..end_time range that has calls.")
         rows = [r for r in rec.rows if not gaps_only or r.status != "match"]
         if fmt == Format.json:
             doc = rec.to_json()
@@ -249,7 +269,8 @@ def register(app: typer.Typer) -> None:
             if out:
                 echo(render_table(headers, out, align_right=set()))
             s = rec.summary()
-            echo(", ".join(f"{n} {k}" for k, n in s.items()) + " (buckets x models); diff = API - ledger.")
+            if rec.buckets:
+                echo(", ".join(f"{n} {k}" for k, n in s.items()) + " (buckets x models); diff = API - ledger.")
         if check and not rec.in_sync:
             raise typer.Exit(code=1)
 
