@@ -45,11 +45,11 @@ def test_calls_table_newest_first(db: Path) -> None:
     res = runner.invoke(app, ["calls", "--db", str(db)])
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines() == [
-        "started (UTC)        endpoint          model               prompt  completion       cost  usage  status              tags",
-        "-------------------  ----------------  ------------------  ------  ----------  ---------  -----  ------------------  ------------",
-        "2026-11-29 08:15:00  chat.completions  gpt-4o                   0           0  $0.000000  -      429 RateLimitError  feature=test",
-        "2026-11-28 09:30:00  chat.completions  gpt-3.5-turbo-0125      13           5  $0.000014  api    200                 user=bob",
-        "2026-11-27 09:00:00  chat.completions  gpt-4o-2024-08-06       14          37  $0.000405  api    200                 feature=test",
+        "started (UTC)        endpoint          model               prompt  completion       cost  usage  status  error           tags",
+        "-------------------  ----------------  ------------------  ------  ----------  ---------  -----  ------  --------------  ------------",
+        "2026-11-29 08:15:00  chat.completions  gpt-4o                   0           0  $0.000000  -      429     RateLimitError  feature=test",
+        "2026-11-28 09:30:00  chat.completions  gpt-3.5-turbo-0125      13           5  $0.000014  api    200                     user=bob",
+        "2026-11-27 09:00:00  chat.completions  gpt-4o-2024-08-06       14          37  $0.000405  api    200                     feature=test",
     ]
 
 
@@ -123,3 +123,56 @@ def test_calls_subprocess_corrupt_file(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.startswith(f"Error: ledger {bad} is not a readable SQLite database")
     assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_no_response_shows_dash_status_and_the_error_type_in_its_own_column(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    led = Ledger(db)
+    led.record(template_record(started_at=datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc), response=None,
+                               status=None, error_type="APIConnectionError", tags={}))
+    led.close()
+    res = runner.invoke(app, ["calls", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    header, _, line = res.stdout.splitlines()
+    cells = dict(zip(header.split(), line.split()))  # no cell here contains a space
+    assert cells["status"] == "-" and cells["error"] == "APIConnectionError"
+    res = runner.invoke(app, ["calls", "--db", str(db), "--format", "json"])
+    row = json.loads(res.stdout)[0]
+    assert (row["status"], row["error_type"]) == (None, "APIConnectionError")
+
+
+def test_db_empty_or_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["calls", "--db", ""])
+    assert (res.exit_code, res.stdout) == (2, "")
+    assert res.stderr == "Error: --db is empty; give the ledger file's path (or leave --db out for the default)\n"
+    res = runner.invoke(app, ["calls", "--db", str(tmp_path)])
+    assert (res.exit_code, res.stdout) == (2, "")
+    assert res.stderr == f"Error: {tmp_path} is a directory; give a file path (e.g. {tmp_path / 'ledger.db'})\n"
+    assert list(tmp_path.iterdir()) == []  # nothing created inside it
+
+
+def test_calls_waiting_in_the_spool_are_counted_then_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    import tokencost.ledger as ledger_mod
+
+    monkeypatch.setattr(ledger_mod, "_warned", set())  # our warnings here must not silence later tests'
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the ledger's directory should be")  # every write of the db fails
+    db = blocker / "ledger.db"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(2):
+            Ledger(db).record(template_record())
+    spool = Ledger(db).fallback_spool_path
+    res = runner.invoke(app, ["calls", "--db", str(db)])
+    assert (res.exit_code, res.stdout) == (1, "")
+    assert res.stderr == (f"Error: no ledger at {db} yet, but 2 calls wait in {spool} (the ledger could not be "
+                          "written); they are merged into it the next time it opens successfully\n")
+    blocker.unlink()
+    blocker.mkdir()  # the problem is fixed: the next recorded call opens the ledger and merges
+    Ledger(db).record(template_record())
+    res = runner.invoke(app, ["calls", "--db", str(db), "--format", "json"])
+    assert res.exit_code == 0 and len(json.loads(res.stdout)) == 3
+    assert not spool.exists()

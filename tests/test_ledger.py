@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import openai
 import pytest
 
 import tokencost.ledger as ledger_mod
+import tokencost.record as record_mod
 from tests.fakeserver import FakeOpenAI
 from tests.ledger_helpers import fresh, ids_in, integrity, run_writer, template_record
 from tokencost.errors import LedgerError
@@ -22,7 +25,8 @@ from tokencost.record import CallRecord, build_record
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ledger_mod, "_warned_pid", None)  # "one warning per process", per test
+    monkeypatch.setattr(ledger_mod, "_warned", set())  # "one warning per process", per test
+    monkeypatch.setattr(record_mod, "_warned_pid", None)  # the same for invalid usage
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("TOKENCOST_DB", raising=False)
@@ -284,7 +288,8 @@ def test_leftover_merging_file_and_torn_line(tmp_path: Path) -> None:
     leftover.write_text(json.dumps(a.to_row()) + "\n" + json.dumps(b.to_row()) + "\n")
     live = Path(str(db) + ".spool.jsonl")
     live.write_text(json.dumps(fresh(b).to_row()) + "\n" + '{"id": "torn", "start')
-    led = open_ledger(db)
+    with pytest.warns(LedgerWarning, match=r"set aside 1 ledger row .*unreadable.* in .*ledger\.db\.spool\.jsonl\.bad"):
+        led = open_ledger(db)
     assert led.count() == 3
     led.close()
     assert not leftover.exists() and not live.exists()
@@ -341,3 +346,109 @@ def test_recording_into_existing_ledger_stays_light(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
     assert len(ids_in(db)) == 1
+
+
+# ------------------------------------------------------------------ bad rows never block the ledger
+
+HUGE = 10000000000000000000  # what a broken upstream sent as prompt_tokens; does not fit SQLite INTEGER
+
+
+def _chat_body(**usage) -> dict:
+    body = json.loads((Path(__file__).parent / "fixtures/openai/chat_completion_gpt-4o.json").read_text())
+    body["usage"].update(usage)
+    return body
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": HUGE}, {"prompt_tokens": -10, "completion_tokens": "many"}])
+def test_invalid_usage_from_the_server_is_estimated_and_the_ledger_keeps_working(
+        tmp_path: Path, fake_openai: FakeOpenAI, usage: dict) -> None:
+    from tokencost.wrap import track
+
+    db = tmp_path / "ledger.db"
+    client = track(openai.OpenAI(api_key="sk-test", base_url=fake_openai.base_url, max_retries=0), db=db)
+    fake_openai.enqueue("chat", body=_chat_body(**usage))
+    msgs = [{"role": "user", "content": "What's the weather like in SF?"}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(4):
+            client.chat.completions.create(model="gpt-4o", messages=msgs)
+    ours = [str(w.message) for w in caught if issubclass(w.category, LedgerWarning)]
+    assert len(ours) == 1 and "invalid usage field" in ours[0]
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT prompt_tokens, completion_tokens, usage_source FROM calls ORDER BY rowid").fetchall()
+    finally:
+        con.close()
+    # the garbled call is counted by us (14 is also what the API billed for this prompt); the rest as reported
+    assert rows == [(14, 37, "estimated")] + [(14, 37, "api")] * 3
+    assert sorted(p.name for p in tmp_path.iterdir() if "spool" in p.name) == []
+
+
+def _spool_line(rec: CallRecord, **changes) -> str:
+    return json.dumps({**rec.to_row(), **changes})
+
+
+def _poisoned_spool(db: Path) -> tuple[list[str], str]:
+    """The state a bad row left behind before the fix: rows stuck in a .merging-* file and the spool."""
+    open_ledger(db).close()
+    good = [fresh(template_record()) for _ in range(3)]
+    bad = fresh(template_record())
+    Path(str(db) + ".spool.jsonl.merging-4242-deadbeef").write_text(
+        "\n".join([_spool_line(good[0]), _spool_line(bad, prompt_tokens=HUGE), _spool_line(good[1])]) + "\n")
+    Path(str(db) + ".spool.jsonl").write_text(_spool_line(good[2]) + "\n")
+    return [g.id for g in good], bad.id
+
+
+def test_an_uninsertable_spooled_row_is_set_aside_and_never_blocks_the_rest(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    good, bad = _poisoned_spool(db)
+    with pytest.warns(LedgerWarning, match=r"set aside 1 ledger row .*prompt_tokens=10000000000000000000.* in "
+                      + re.escape(str(db) + ".spool.jsonl.bad")):
+        led = open_ledger(db)
+    assert led.count() == 3
+    led.close()
+    assert sorted(ids_in(db)) == sorted(good)
+    kept = [json.loads(l) for l in Path(str(db) + ".spool.jsonl.bad").read_text().splitlines()]
+    assert [(r["id"], r["prompt_tokens"]) for r in kept] == [(bad, HUGE)]  # kept whole, never dropped
+    assert [p.name for p in tmp_path.iterdir() if ".merging-" in p.name or p.name.endswith(".jsonl")] == []
+    open_ledger(db).close()  # merged exactly once, set aside exactly once
+    assert len(ids_in(db)) == 3 and len(Path(str(db) + ".spool.jsonl.bad").read_text().splitlines()) == 1
+
+
+def test_a_spooled_row_missing_a_required_column_is_set_aside_not_silently_ignored(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    open_ledger(db).close()
+    ok, broken = fresh(template_record()), fresh(template_record())
+    row = broken.to_row()
+    del row["endpoint"]
+    Path(str(db) + ".spool.jsonl").write_text(_spool_line(ok) + "\n" + json.dumps(row) + "\n")
+    with pytest.warns(LedgerWarning, match="endpoint is missing"):
+        led = open_ledger(db)
+    led.close()
+    assert ids_in(db) == [ok.id]
+    assert json.loads(Path(str(db) + ".spool.jsonl.bad").read_text())["id"] == broken.id
+
+
+def test_reading_commands_never_crash_on_a_poisoned_spool(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    good, _ = _poisoned_spool(db)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_DATA_HOME=str(tmp_path / "data"))
+    for cmd in (["calls"], ["report"], ["budget", "status"]):
+        out = subprocess.run([sys.executable, "-m", "tokencost", *cmd, "--db", str(db)], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in out.stderr and "OverflowError" not in out.stderr, (cmd, out.stderr)
+        assert out.returncode == 0, (cmd, out.stdout, out.stderr)
+    assert sorted(ids_in(db)) == sorted(good)
+
+
+def test_recording_an_uninsertable_row_sets_it_aside_and_the_next_row_goes_in(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    led = Ledger(db)
+    bad, ok = fresh(template_record(), prompt_tokens=HUGE), fresh(template_record())
+    with pytest.warns(LedgerWarning, match="too large for SQLite"):
+        led.record(bad)
+    led.record(ok)  # not degraded to the spool by someone else's bad row
+    assert ids_in(db) == [ok.id]
+    assert not led.spool_path.exists()
+    assert json.loads(Path(str(db) + ".spool.jsonl.bad").read_text())["id"] == bad.id
+    led.close()

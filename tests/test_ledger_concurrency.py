@@ -22,7 +22,7 @@ PROCS, PER_PROC = 4, 200
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ledger_mod, "_warned_pid", None)
+    monkeypatch.setattr(ledger_mod, "_warned", set())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 

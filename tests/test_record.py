@@ -154,3 +154,26 @@ def test_bad_request_shapes_still_make_a_row() -> None:
         assert (r.prompt_tokens, r.usage_source) == (14, "api")
     r = rec(started_at="not a timestamp")
     assert r.started_at.endswith("Z")
+
+
+def test_invalid_usage_is_estimated_with_one_warning(monkeypatch) -> None:
+    import warnings
+
+    import tokencost.record as record_mod
+    from tokencost.ledger import LedgerWarning
+
+    monkeypatch.setattr(record_mod, "_warned_pid", None)
+    garbled = body("chat_completion_gpt-3.5-turbo.json")
+    garbled["usage"].update(prompt_tokens=-10, completion_tokens="many")
+    huge = body("chat_completion_gpt-3.5-turbo.json")
+    huge["usage"]["prompt_tokens"] = 10000000000000000000
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = [rec(request=SAY_TEST, response=garbled), rec(request=SAY_TEST, response=huge)]
+    for r in rows:
+        # our own count, which for this recorded exchange is what the API really billed (13 + 5)
+        assert (r.usage_source, r.prompt_tokens, r.completion_tokens, r.total_tokens) == ("estimated", 13, 5, 18)
+        assert r.total_cost_pusd is not None and r.total_cost_pusd > 0
+    ours = [str(w.message) for w in caught if issubclass(w.category, LedgerWarning)]
+    assert len(ours) == 1  # once per process, not once per call
+    assert "the API returned an invalid usage field (prompt_tokens=-10)" in ours[0]

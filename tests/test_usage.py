@@ -8,7 +8,8 @@ import openai
 import pytest
 
 from tests.fakeserver import FIXTURES, FakeOpenAI, load_fixture, sse_events
-from tokencost.usage import StreamAccumulator, Usage, endpoint_for_path, extract_usage, response_model, response_text
+from tokencost.usage import (StreamAccumulator, Usage, check_usage, endpoint_for_path, extract_usage, response_model,
+                             response_text, usage_from_block)
 
 
 def fixture(name: str) -> dict:
@@ -103,3 +104,44 @@ def test_endpoint_for_path() -> None:
     assert endpoint_for_path("/v1/responses") == "responses"
     assert endpoint_for_path("/v1/embeddings") == "embeddings"
     assert endpoint_for_path("/v1/models") is None
+
+
+# ------------------------------------------------------------------ invalid usage is never believed
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("prompt_tokens", -10), ("completion_tokens", "many"), ("prompt_tokens", "14"), ("prompt_tokens", 14.0),
+     ("completion_tokens", True), ("prompt_tokens", 10000000000000000000), ("prompt_tokens", 2**53),
+     ("total_tokens", -1)],
+)
+def test_invalid_usage_number_makes_usage_absent(field: str, value: object) -> None:
+    body = fixture("chat_completion_gpt-4o.json")
+    body["usage"][field] = value
+    usage, problem = check_usage(body)
+    assert usage is None and extract_usage(body) is None
+    assert problem == f"{field}={value!r}"
+    assert usage_from_block(body["usage"]) is None
+
+
+def test_invalid_detail_and_responses_fields() -> None:
+    body = {"usage": {"prompt_tokens": 20, "completion_tokens": 3,
+                      "prompt_tokens_details": {"cached_tokens": -5}}}
+    assert check_usage(body) == (None, "prompt_tokens_details.cached_tokens=-5")
+    event = {"type": "response.completed",
+             "response": {"usage": {"input_tokens": 10, "output_tokens": "lots"}}}
+    assert check_usage(event) == (None, "output_tokens='lots'")
+    assert check_usage({"usage": ["not", "an", "object"]}) == (None, "usage is not an object (list)")
+
+
+def test_largest_valid_count_and_absent_usage_have_no_problem() -> None:
+    assert check_usage({"usage": {"prompt_tokens": 2**53 - 1, "completion_tokens": 0}}) == (
+        Usage(2**53 - 1, 0, 0, 0, 2**53 - 1), None)
+    assert check_usage({"usage": None}) == (None, None)  # every streamed chunk but the last
+    assert check_usage(fixture("error_429_rate_limit.json")) == (None, None)
+
+
+def test_stream_accumulator_ignores_an_invalid_usage_chunk() -> None:
+    acc = StreamAccumulator()
+    acc.feed({"id": "c1", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": -3, "completion_tokens": 2}})
+    assert acc.usage is None

@@ -2,19 +2,31 @@
 
 One JSON line per row. Appenders hold an exclusive ``flock`` while writing; a merger takes the
 same lock and renames the live file aside (atomic), so a line is never appended to a file that is
-already being merged and nothing is read twice into the ledger (merges are ``INSERT OR IGNORE``).
+already being merged and nothing is read twice into the ledger (merges skip row ids already present).
+
+Rows SQLite can never take (:func:`row_problem`, or refused by a constraint) are not retried
+forever: the ledger moves them to ``<spool>.bad``, one JSON line each, for a human to fix.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-__all__ = ["append_line", "take_spool", "take_spool_safe", "read_spool"]
+from .record import COLUMNS, CallRecord
 
+__all__ = ["append_line", "take_spool", "take_spool_safe", "read_spool", "insert_spooled", "row_problem",
+           "row_params", "dumps_row", "loose_line", "live_name"]
+
+_INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+# Skips a row already merged (same id) but, unlike INSERT OR IGNORE, still fails on a NOT NULL
+# violation, so a broken row is set aside instead of silently vanishing.
+_INSERT_MERGE = _INSERT + " ON CONFLICT(id) DO NOTHING"
+_SQLITE_INT = (-(2**63), 2**63)
 
 
 def _lock(fd: int) -> None:
@@ -23,14 +35,6 @@ def _lock(fd: int) -> None:
     except ImportError:  # Windows: appends of one short line are effectively atomic; merge renames
         return
     fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def _unlock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:
-        return
-    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -104,3 +108,76 @@ def read_spool(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             else:
                 bad.append(line.rstrip("\n"))
     return rows, bad
+
+
+# ---------------------------------------------------------------------------------- spooled rows
+
+
+def insert_spooled(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Insert spooled rows in one transaction; return the ``(row, why)`` SQLite can never take.
+
+    Row by row: a refused row fails alone (SQLite rolls back that statement, not the transaction),
+    so it never blocks the rows behind it. Any other error rolls back everything and propagates.
+    """
+    rejected: list[tuple[dict[str, Any], str]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for r in rows:
+            problem = row_problem(r)
+            if problem is None:
+                try:
+                    conn.execute(_INSERT_MERGE, row_params(r))
+                    continue
+                except (sqlite3.IntegrityError, OverflowError, sqlite3.InterfaceError) as exc:
+                    problem = str(exc)
+            rejected.append((r, problem))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return rejected
+
+
+def dumps_row(row: Mapping[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def loose_line(rec: Any) -> str:
+    """Whatever we were given, as one JSON line for the ``.bad`` file."""
+    try:
+        return dumps_row(rec.to_row() if isinstance(rec, CallRecord) else dict(rec))
+    except Exception:
+        return dumps_row({"record": repr(rec)})
+
+
+def live_name(name: str) -> str:
+    return name.split(".merging-", 1)[0]
+
+
+def row_params(row: Mapping[str, Any]) -> list[Any]:
+    params = [row.get(c) for c in COLUMNS]
+    # columns with a default in the schema: a hand-made row may leave them out
+    for col, default in (("streamed", 0), ("tags", "{}")):
+        i = COLUMNS.index(col)
+        if params[i] is None:
+            params[i] = default
+    return params
+
+
+def row_problem(row: Mapping[str, Any]) -> str | None:
+    """Why SQLite could never store ``row`` as a ``calls`` row, or None."""
+    for col in ("started_at", "endpoint"):
+        if row.get(col) is None:
+            return f"{col} is missing"
+    for col in COLUMNS:
+        value = row.get(col)
+        if value is None or isinstance(value, (str, float)):
+            continue
+        if isinstance(value, int):
+            if not _SQLITE_INT[0] <= value < _SQLITE_INT[1]:
+                shown = str(value)
+                return f"{col}={shown[:30] + '...' if len(shown) > 30 else shown} is too large for SQLite"
+            continue
+        return f"{col} is a {type(value).__name__}, not a number or text"
+    return None

@@ -13,8 +13,11 @@
   disk full, corrupt, locked for too long) the row is appended as one JSON line to a spool file
   beside the database (or, if that directory is unwritable, in the user cache dir), ONE
   :class:`LedgerWarning` is emitted per process, and the next successful open merges the spool
-  exactly once (``INSERT OR IGNORE`` by row id, spool renamed away atomically before reading;
-  see ``_spool.py``).
+  exactly once (a row id already present is skipped; the spool is renamed away atomically before reading;
+  see ``_spool.py``). The merge goes row by row inside one transaction: a row that can never be
+  inserted (a value SQLite cannot hold, a missing required column) is moved to ``<spool>.bad``
+  beside it with one warning naming that file, so it never blocks the rows behind it. A record
+  that is itself unusable goes to the same ``.bad`` file straight away.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ._ledger_schema import MIGRATION_SET, MIGRATIONS, apply_migrations
-from ._spool import append_line, read_spool, take_spool_safe
+from ._spool import (append_line, dumps_row, insert_spooled, live_name, loose_line, read_spool, row_params,
+                     row_problem, take_spool_safe)
 from .errors import LedgerError, UsageError
 from .record import COLUMNS, CallRecord, iso_utc
 
@@ -54,7 +58,8 @@ _BUSY_MS = 5000
 
 
 class LedgerWarning(UserWarning):
-    """The ledger could not be written; rows were spooled (or, in the worst case, lost)."""
+    """The ledger could not be written; rows were spooled or set aside in a ``.bad`` file (or, in
+    the worst case, lost), or a call's reported usage was invalid and was not stored."""
 
 
 def default_db_path() -> Path:
@@ -70,22 +75,21 @@ def default_db_path() -> Path:
 # ---------------------------------------------------------------------------------- warnings
 
 _warn_lock = threading.Lock()
-_warned_pid: int | None = None
+_warned: set[tuple[int, str]] = set()  # (pid, kind): one warning per kind of trouble per process
 
 
-def _warn_once(message: str) -> None:
-    global _warned_pid
+def _warn_once(message: str, kind: str = "spool") -> None:
     with _warn_lock:
-        if _warned_pid == os.getpid():
+        key = (os.getpid(), kind)
+        if key in _warned:
             return
-        _warned_pid = os.getpid()
+        _warned.add(key)
     warnings.warn(LedgerWarning(message), stacklevel=4)
 
 
 # ---------------------------------------------------------------------------------- the ledger
 
 _INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-_INSERT_IGNORE = _INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -101,6 +105,7 @@ class Ledger:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout: float = 15.0) -> None:
+        self._given = path
         self.path = Path(path).expanduser() if path is not None else default_db_path()
         self.timeout = float(timeout)
         self._conn: sqlite3.Connection | None = None
@@ -133,9 +138,18 @@ class Ledger:
         base = Path(platformdirs.user_cache_dir("tokencost", appauthor=False)) / "spool"
         return base / f"{self.path.name}-{key}.spool.jsonl"
 
+    def _live_spools(self) -> list[Path]:
+        out: list[Path] = []
+        for where in (lambda: self.spool_path, lambda: self.fallback_spool_path):
+            try:
+                out.append(where())
+            except Exception:  # e.g. a path with no file name: no spool can live beside it
+                pass
+        return out
+
     def _spool_files(self) -> list[Path]:
         out: list[Path] = []
-        for live in (self.spool_path, self.fallback_spool_path):
+        for live in self._live_spools():
             try:
                 out.extend(sorted(live.parent.glob(live.name + ".merging-*")))
             except OSError:
@@ -143,11 +157,33 @@ class Ledger:
             out.append(live)
         return out
 
+    def spooled(self) -> list[tuple[Path, int]]:
+        """Spool files holding rows that wait to be merged, with how many rows each holds."""
+        out = []
+        for path in self._spool_files():
+            try:
+                if path.is_file():
+                    rows, _ = read_spool(path)
+                    if rows:
+                        out.append((path, len(rows)))
+            except OSError:
+                pass
+        return out
+
     # -- opening --------------------------------------------------------------------------------
     def open(self, *, must_exist: bool = False) -> "Ledger":
         """Open (creating and migrating as needed), merging any spool. Raises LedgerError."""
         with self._lock:
+            self._check_path()
             if must_exist and not self.path.exists():
+                waiting = self.spooled()
+                if waiting:
+                    n = sum(count for _, count in waiting)
+                    raise LedgerError(
+                        f"no ledger at {self.path} yet, but {n} call{'s' if n != 1 else ''} wait in "
+                        f"{', '.join(str(p) for p, _ in waiting)} (the ledger could not be written); "
+                        "they are merged into it the next time it opens successfully"
+                    )
                 raise LedgerError(
                     f"no ledger at {self.path} — nothing has been recorded there yet; pass --db PATH "
                     "or set TOKENCOST_DB (`tokencost db path` shows the default)"
@@ -160,9 +196,17 @@ class Ledger:
                 raise LedgerError(_describe(self.path, exc)) from None
         return self
 
+    def _check_path(self) -> None:
+        """A path that can never be a ledger file is the caller's mistake: say so plainly."""
+        if self._given is not None and not str(self._given).strip():
+            raise UsageError("--db is empty; give the ledger file's path (or leave --db out for the default)")
+        if self.path.is_dir():
+            raise UsageError(f"{self.path} is a directory; give a file path (e.g. {self.path / 'ledger.db'})")
+
     def _ensure_open(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
+        self._check_path()
         # after a fork the parent's connection must not be used (or closed) by the child
         self._conn, self._pid = None, os.getpid()
         if not self.path.parent.exists():
@@ -180,7 +224,10 @@ class Ledger:
             raise
         self._conn = conn
         self._readonly = False
-        self._merge_spools(conn)
+        try:
+            self._merge_spools(conn)
+        except Exception:  # never a reason to fail the open: the spool waits for the next one
+            pass
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -241,20 +288,30 @@ class Ledger:
 
     # -- writing --------------------------------------------------------------------------------
     def record(self, rec: CallRecord | Mapping[str, Any]) -> None:
-        """Append one row. Never raises: on failure the row is spooled and one warning emitted."""
+        """Append one row. Never raises: on failure the row is spooled and one warning emitted;
+        a row that could never be stored is set aside in ``<spool>.bad`` (also with a warning)."""
         try:
             row = _row_of(rec)
+            problem = row_problem(row)
         except Exception as exc:  # a malformed record is our bug: still never break the call
-            _warn_once(f"tokencost could not log a call (bad record: {exc!r})")
+            self._set_aside([loose_line(rec)], f"bad record: {exc}")
+            return
+        if problem is not None:
+            self._set_aside([dumps_row(row)], problem)
             return
         try:
             with self._lock:
                 if time.monotonic() < self._degraded_until:
                     raise _Degraded()
                 conn = self._ensure_open()
-                params = [row.get(c) for c in COLUMNS]
-                self._retry(lambda: conn.execute(_INSERT, params))
+                params = row_params(row)
+                try:
+                    self._retry(lambda: conn.execute(_INSERT, params))
+                except sqlite3.IntegrityError as exc:  # this row, not the database (e.g. a reused id)
+                    raise _Rejected(str(exc)) from None
             return
+        except _Rejected as exc:
+            self._set_aside([dumps_row(row)], str(exc))
         except Exception as exc:
             if not isinstance(exc, _Degraded):
                 self._fail(exc)
@@ -272,10 +329,10 @@ class Ledger:
         self._conn = None
 
     def _spool(self, row: dict[str, Any], exc: BaseException) -> None:
-        line = json.dumps(row, ensure_ascii=False, default=str, separators=(",", ":"))
+        line = dumps_row(row)
         cause = getattr(self, "_last_error", exc)
         errors = []
-        for target in (self.spool_path, self.fallback_spool_path):
+        for target in self._live_spools():
             try:
                 append_line(target, line)
             except Exception as spool_exc:
@@ -292,33 +349,59 @@ class Ledger:
             f"tokencost LOST a ledger row: {_describe(self.path, cause)}; spools failed ({'; '.join(errors)}); "
             f"row: {line}"), stacklevel=3)
 
+    def _set_aside(self, lines: list[str], reason: str, near: Path | None = None) -> bool:
+        """Keep rows that can never be inserted in ``<spool>.bad`` (beside ``near``, else beside the
+        database, else in the cache dir) so a human can fix them. True once they are safely kept."""
+        candidates = [near] if near is not None else []
+        candidates += self._live_spools()
+        errors = []
+        for spool in candidates:
+            target = spool.with_name(live_name(spool.name) + ".bad")
+            try:
+                append_line(target, "\n".join(lines))
+            except Exception as exc:
+                errors.append(f"{target}: {exc}")
+                continue
+            _warn_once(
+                f"tokencost set aside {len(lines)} ledger row{'s' if len(lines) != 1 else ''} that cannot be "
+                f"stored ({reason}) in {target}; the other calls are recorded normally", kind="bad")
+            return True
+        warnings.warn(LedgerWarning(
+            f"tokencost LOST {len(lines)} ledger row(s) that cannot be stored ({reason}); could not keep them "
+            f"aside ({'; '.join(errors)}); rows: {' '.join(lines)}"), stacklevel=3)
+        return False
+
     def _merge_spools(self, conn: sqlite3.Connection) -> int:
         merged = 0
         for path in self._spool_files():
-            taken = path if ".merging-" in path.name else take_spool_safe(path)
-            if taken is None or not taken.exists():
-                continue
-            rows, bad = read_spool(taken)
-            if rows:
-                def insert() -> None:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        conn.executemany(_INSERT_IGNORE, [[r.get(c) for c in COLUMNS] for r in rows])
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-
-                self._retry(insert)
-                merged += len(rows)
-            if bad:
-                append_line(taken.with_name(self.spool_path.name + ".bad"), "\n".join(bad))
             try:
-                taken.unlink()
-            except FileNotFoundError:
-                pass  # another process merged the same leftover file: INSERT OR IGNORE made it harmless
+                merged += self._merge_file(conn, path)
+            except Exception:
+                # The database is busy/broken right now: the file stays (as .merging-*) and the next
+                # open merges it. One bad row cannot land here: _merge_file sets those aside.
+                continue
         return merged
+
+    def _merge_file(self, conn: sqlite3.Connection, path: Path) -> int:
+        taken = path if ".merging-" in path.name else take_spool_safe(path)
+        if taken is None or not taken.exists():
+            return 0
+        rows, torn = read_spool(taken)
+        rejected: list[tuple[dict[str, Any], str]] = []
+        if rows:
+            self._retry(lambda: rejected.extend(insert_spooled(conn, rows)))
+        aside = torn + [dumps_row(r) for r, _ in rejected]
+        if aside:
+            reasons = [f"{len(torn)} unreadable line(s)"] if torn else []
+            if rejected:
+                reasons.append(f"{rejected[0][1]}" + (f" and {len(rejected) - 1} more" if len(rejected) > 1 else ""))
+            if not self._set_aside(aside, "; ".join(reasons), near=taken):
+                return len(rows) - len(rejected)  # keep the taken file: its rows stay recoverable
+        try:
+            taken.unlink()
+        except FileNotFoundError:
+            pass  # another process merged the same leftover file: ON CONFLICT made it harmless
+        return len(rows) - len(rejected)
 
     # -- reading --------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
@@ -367,6 +450,10 @@ class Ledger:
 
 class _Degraded(Exception):
     pass
+
+
+class _Rejected(Exception):
+    """SQLite refused this one row (a constraint); the database itself is fine."""
 
 
 def _row_of(rec: CallRecord | Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ Rules (issue 3):
   the completion from the text received via :func:`tokencost.counting.count_text_tokens`.
 * A call that failed (HTTP error, timeout, connection error: status not 2xx or None) bills zero
   tokens and zero cost; ``usage_source`` is NULL because nothing was metered.
+* Usage that is not plain token counts (negative, text, float, 2**53 or more) is not believed: the
+  row is estimated as if the API had sent none, and one warning per process says which field.
 * Every row keeps our pre-call prompt estimate in ``estimated_prompt_tokens``.
 * Cost uses the price in force at ``started_at`` for the model the API says served the call, as
   integer picodollars (:func:`tokencost.pricing.to_pico`). No price -> NULL costs, never 0.
@@ -20,12 +22,15 @@ Rules (issue 3):
 from __future__ import annotations
 
 import json
+import os
+import threading
 import uuid
+import warnings
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timezone
 from typing import Any, Mapping
 
-from .usage import extract_usage, response_model, response_text
+from .usage import check_usage, response_model, response_text
 
 __all__ = ["CallRecord", "build_record", "COLUMNS", "iso_utc"]
 
@@ -137,7 +142,9 @@ def build_record(
     costs: tuple[int | None, int | None, int | None] = (None, None, None)
     price_id = price_source = None
     if succeeded:
-        usage = extract_usage(response)
+        usage, problem = check_usage(response)
+        if problem is not None:
+            _warn_invalid_usage(endpoint, model, problem)
         if usage is not None:
             usage_source = "api"
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
@@ -184,6 +191,25 @@ def build_record(
         prompt_text=_prompt_text(endpoint, request) if store_content else None,
         completion_text=text if store_content else None,
     )
+
+
+_warned_lock = threading.Lock()
+_warned_pid: int | None = None
+
+
+def _warn_invalid_usage(endpoint: str, model: str | None, problem: str) -> None:
+    # Once per process: a broken upstream sends the same garbage on every call.
+    global _warned_pid
+    with _warned_lock:
+        if _warned_pid == os.getpid():
+            return
+        _warned_pid = os.getpid()
+    from .ledger import LedgerWarning  # lazy: ledger imports this module
+
+    warnings.warn(LedgerWarning(
+        f"tokencost: the API returned an invalid usage field ({problem}) for a {endpoint} call to "
+        f"{model or 'an unknown model'}; that call is logged with our own token count "
+        "(usage_source='estimated') instead"), stacklevel=3)
 
 
 def _str(value: Any) -> str | None:

@@ -25,6 +25,8 @@ __all__ = [
     "Usage",
     "extract_usage",
     "usage_from_block",
+    "check_usage",
+    "MAX_TOKENS",
     "response_model",
     "response_text",
     "StreamAccumulator",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 ENDPOINTS = ("chat.completions", "responses", "completions", "embeddings")
+
+#: Token counts at or above this are not believed: 2**53 is where JSON numbers stop being exact in
+#: most parsers, far above any real call, and well inside SQLite's 64-bit INTEGER.
+MAX_TOKENS = 2**53
 
 _RESPONSE_EVENTS_WITH_USAGE = ("response.completed", "response.incomplete", "response.failed")
 _TEXT_DELTA_EVENTS = ("response.output_text.delta", "response.refusal.delta",
@@ -78,57 +84,80 @@ def _as_dict(obj: Any) -> Any:
     return None
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or value is None:
+class _Invalid(ValueError):
+    """A usage number the API sent that is not a token count (negative, text, float, huge...)."""
+
+
+def _int(value: Any, field: str) -> int:
+    """A token count, or 0 when the field is absent/null. Anything but a plain int in
+    ``[0, MAX_TOKENS)`` raises: a garbled number must never be stored (or billed) as real usage."""
+    if value is None:
         return 0
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_TOKENS:
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return 0
+    shown = repr(value)
+    raise _Invalid(f"{field}={shown[:40] + '...' if len(shown) > 40 else shown}")
 
 
 def _detail(usage: Mapping[str, Any], key: str, field: str) -> int:
     details = usage.get(key)
-    return _int(details.get(field)) if isinstance(details, Mapping) else 0
+    return _int(details.get(field), f"{key}.{field}") if isinstance(details, Mapping) else 0
 
 
 def usage_from_block(usage: Any) -> Usage | None:
-    """A ``usage`` object of any endpoint -> :class:`Usage`; None if it is absent or empty."""
+    """A ``usage`` object of any endpoint -> :class:`Usage`; None if it is absent, empty or
+    invalid (see :func:`check_usage`)."""
+    return _read_block(usage)[0]
+
+
+def _read_block(usage: Any) -> tuple[Usage | None, str | None]:
+    raw = usage
     usage = _as_dict(usage)
-    if not isinstance(usage, Mapping) or not usage:
-        return None
-    if "input_tokens" in usage or "output_tokens" in usage:  # Responses API
-        prompt = _int(usage.get("input_tokens"))
-        completion = _int(usage.get("output_tokens"))
-        cached = _detail(usage, "input_tokens_details", "cached_tokens")
-        reasoning = _detail(usage, "output_tokens_details", "reasoning_tokens")
-    elif "prompt_tokens" in usage or "completion_tokens" in usage:
-        prompt = _int(usage.get("prompt_tokens"))
-        completion = _int(usage.get("completion_tokens"))
-        cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
-        reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
-    else:
-        return None
-    total = usage.get("total_tokens")
-    return Usage(prompt, completion, cached, reasoning, _int(total) if total is not None else None)
+    if not isinstance(usage, Mapping):
+        return None, (None if raw is None else f"usage is not an object ({type(raw).__name__})")
+    if not usage:
+        return None, None
+    try:
+        if "input_tokens" in usage or "output_tokens" in usage:  # Responses API
+            prompt = _int(usage.get("input_tokens"), "input_tokens")
+            completion = _int(usage.get("output_tokens"), "output_tokens")
+            cached = _detail(usage, "input_tokens_details", "cached_tokens")
+            reasoning = _detail(usage, "output_tokens_details", "reasoning_tokens")
+        elif "prompt_tokens" in usage or "completion_tokens" in usage:
+            prompt = _int(usage.get("prompt_tokens"), "prompt_tokens")
+            completion = _int(usage.get("completion_tokens"), "completion_tokens")
+            cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
+            reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
+        else:
+            return None, None
+        total = usage.get("total_tokens")
+        total = _int(total, "total_tokens") if total is not None else None
+    except _Invalid as exc:
+        return None, str(exc)
+    return Usage(prompt, completion, cached, reasoning, total), None
 
 
 def extract_usage(body: Any) -> Usage | None:
     """Usage from a response body, a final stream chunk or a Responses stream event.
 
     Accepts dicts, openai pydantic objects and JSON text. None when the body carries no usage
-    (a stream chunk before the last, a stream without ``include_usage``, an error body).
+    (a stream chunk before the last, a stream without ``include_usage``, an error body) or when
+    the usage it carries is invalid (:func:`check_usage` says which field).
     """
+    return check_usage(body)[0]
+
+
+def check_usage(body: Any) -> tuple[Usage | None, str | None]:
+    """``(usage, problem)`` for a body as :func:`extract_usage` reads it. ``problem`` names the
+    invalid field (e.g. ``"prompt_tokens=-10"``) when the body has a usage block that is not
+    plain token counts (ints ``0 <= n < MAX_TOKENS``); the usage is then None, as if absent."""
     data = _as_dict(body)
     if not isinstance(data, Mapping):
-        return None
+        return None, None
     if isinstance(data.get("type"), str) and isinstance(data.get("response"), Mapping):
         # a Responses stream event: usage lives in the response it carries
-        return usage_from_block(data["response"].get("usage"))
-    return usage_from_block(data.get("usage"))
+        return _read_block(data["response"].get("usage"))
+    return _read_block(data.get("usage"))
 
 
 def response_model(body: Any) -> str | None:

@@ -5,6 +5,12 @@ JSON keys of ``calls --format json`` (a list, one object per call; the CSV has t
 reasoning_tokens, total_tokens, prompt_cost_usd, completion_cost_usd, total_cost_usd`` (exact
 decimal strings, null when unpriced), ``price_id, usage_source, estimated_prompt_tokens, status,
 error_type, request_id, streamed`` (bool), ``latency_ms, tags`` (object), ``app, via``.
+``status`` is the HTTP status, null when no response came back (timeout, connection error);
+``error_type`` is then the exception's class name (``APITimeoutError``, ``APIConnectionError``).
+
+The table shows the same in two columns: ``status`` ("-" when there was no response) and
+``error``. Calls still waiting in a spool file (the ledger could not be written) are counted on
+stderr, never mixed into the rows.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ JSON_KEYS = (
     "total_cost_usd", "price_id", "usage_source", "estimated_prompt_tokens", "status", "error_type",
     "request_id", "streamed", "latency_ms", "tags", "app", "via",
 )
-TABLE_HEADERS = ("started (UTC)", "endpoint", "model", "prompt", "completion", "cost", "usage", "status", "tags")
+TABLE_HEADERS = ("started (UTC)", "endpoint", "model", "prompt", "completion", "cost", "usage", "status", "error",
+                 "tags")
 
 db_app = typer.Typer(help="Where the ledger lives.", no_args_is_help=True)
 
@@ -71,10 +78,8 @@ def _cost_cell(row: dict[str, Any]) -> str:
 
 
 def _status_cell(row: dict[str, Any]) -> str:
-    status, err = row.get("status"), row.get("error_type")
-    if status is None:
-        return err or "error"
-    return f"{status} {err}" if err else str(status)
+    status = row.get("status")
+    return "-" if status is None else str(status)  # no HTTP response at all (timeout, refused)
 
 
 @handle_errors
@@ -89,8 +94,13 @@ def calls(db: DbOpt = None, since: SinceOpt = None, model: ModelOpt = None, limi
         ledger.open(must_exist=True)  # raises LedgerError naming the path
     try:
         rows = ledger.calls(since=when, model=model, limit=limit or None)
+        waiting = ledger.spooled()  # what the open could not merge (e.g. a read-only ledger)
     finally:
         ledger.close()
+    if waiting:
+        n = sum(count for _, count in waiting)
+        typer.echo(f"Note: {n} more call{'s' if n != 1 else ''} wait in {', '.join(str(p) for p, _ in waiting)} "
+                   "(not shown); they are merged into the ledger the next time it opens for writing", err=True)
     if fmt is Format.json:
         echo(render_json([_view(r) for r in rows]))
         return
@@ -112,6 +122,7 @@ def calls(db: DbOpt = None, since: SinceOpt = None, model: ModelOpt = None, limi
             _cost_cell(r),
             r.get("usage_source") or "-",
             _status_cell(r),
+            r.get("error_type") or "",
             ", ".join(f"{k}={v}" for k, v in sorted(_view(r)["tags"].items())),
         )
         for r in rows
