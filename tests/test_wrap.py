@@ -118,6 +118,20 @@ def test_server_ignoring_include_usage_is_logged_as_estimated(client, fake_opena
     assert row["completion_tokens"] > 0
 
 
+def test_stream_with_invalid_usage_counts_the_text_instead(client, fake_openai, db):
+    fake_openai.enqueue("chat_stream_usage", fixture="chat_stream_gpt-4o_invalid_usage.sse")
+    with pytest.warns(UserWarning, match="invalid usage"):
+        text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="gpt-4o", messages=MSGS, stream=True))
+    assert text == STREAM_TEXT
+    [row] = rows(db)
+    assert row["usage_source"] == "estimated"
+    assert row["prompt_tokens"] >= 0
+    # the same reply streamed with valid usage reported 47 completion tokens: counted from the text
+    # received instead of the invalid block, it must come out positive (the bug stored 0 here)
+    assert row["completion_tokens"] > 0
+
+
 @pytest.mark.parametrize("how", ["break_and_drop", "close", "with_block"])
 def test_abandoned_stream_is_logged_once_from_the_text_received(client, db, how):
     stream = client.chat.completions.create(model="gpt-4o", messages=MSGS, stream=True)

@@ -60,7 +60,7 @@ class StreamLog:
             choices = item.choices
             usage = item.usage
             if usage is not None:
-                self.usage = usage.model_dump()
+                self.usage = usage.model_dump(warnings=False)
             if choices:
                 self.choices.append(choices)
             elif usage is not None and self.hide_usage:
@@ -105,7 +105,7 @@ class StreamLog:
             self.final = response.model_dump()
             usage = getattr(response, "usage", None)
             if usage is not None:
-                self.usage = usage.model_dump()
+                self.usage = usage.model_dump(warnings=False)
 
     # --- the end -----------------------------------------------------------------------------
     @property

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._wrapstream import StreamLog, body_of, header, watch_async_stream, watch_lazy_response, watch_stream
 from .errors import BudgetExceeded
 from .tagging import current_tags, tags
+from .usage import check_usage
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -256,7 +257,8 @@ class _Call:
         from openai import AsyncStream
 
         def on_finish(log: StreamLog, error: BaseException | None, abandoned: bool) -> None:
-            exact = log.usage is not None  # usage the API sent is what it billed, whatever came after
+            # usage the API sent is what it billed, whatever came after — if it is valid usage at all
+            exact = log.usage is not None and check_usage({"usage": log.usage})[0] is not None
             self.write(response=log.response_body(with_text=self.tracker.store_content), status=200,
                        error_type=None if error is None else type(error).__name__,
                        request_id=request_id, completion_text=None if exact else log.text)
