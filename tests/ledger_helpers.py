@@ -44,6 +44,18 @@ def ids_in(db: Path) -> list[str]:
         con.close()
 
 
+def call_rows(db: Path) -> list[dict]:
+    """Every row of ``calls`` as a dict, oldest first; [] when the file does not exist yet."""
+    if not Path(db).exists():
+        return []
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute("SELECT * FROM calls ORDER BY started_at, rowid")]
+    finally:
+        con.close()
+
+
 def integrity(db: Path) -> str:
     con = sqlite3.connect(db)
     try:

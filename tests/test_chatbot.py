@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakeserver import iter_recorded_text
+from tests.ledger_helpers import call_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CHATBOT = ROOT / "examples" / "chatbot.py"
@@ -35,13 +35,7 @@ def chat(fake, db: Path, stdin: str, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-def ledger(db: Path) -> list[dict]:
-    con = sqlite3.connect(db)
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM calls ORDER BY started_at, rowid")]
-    finally:
-        con.close()
+ledger = call_rows
 
 
 def test_two_turns_then_exit(fake_openai, tmp_path):

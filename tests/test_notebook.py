@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from tests.ledger_helpers import call_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "spend_analysis.ipynb"
@@ -50,13 +50,7 @@ def generate_ledger(server, db: Path) -> None:
     client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say this is a test")
 
 
-def ledger_rows(db: Path) -> list[dict]:
-    con = sqlite3.connect(db)
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM calls")]
-    finally:
-        con.close()
+ledger_rows = call_rows
 
 
 def run_notebook(db: Path, workdir: Path, *, save_to: Path | None = None):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import json
 import socket
-import sqlite3
 import warnings
 from pathlib import Path
 
@@ -18,21 +17,14 @@ import pytest
 from tests.fakeserver import FakeOpenAI, iter_recorded_text
 from tokencost.tagging import tags
 from tokencost.wrap import track
+from tests.ledger_helpers import call_rows
 
 KEY = "sk-test-DO-NOT-STORE-0123456789abcdef"
 MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What's the weather in San Francisco?"}]
 STREAM_TEXT = "".join(iter_recorded_text("chat_stream_gpt-4o.sse"))
 
 
-def rows(db: Path) -> list[dict]:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db)
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM calls ORDER BY started_at, rowid")]
-    finally:
-        con.close()
+rows = call_rows
 
 
 @pytest.fixture
