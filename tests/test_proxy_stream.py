@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import openai
@@ -132,6 +137,58 @@ def test_client_disconnect_mid_stream_is_logged_with_estimated_usage(ledger_db):
     # counted from what went through: at least what the client read, far less than the whole stream
     assert 5 <= row["completion_tokens"] < count_text_tokens("".join(words), "gpt-4o")
     assert row["latency_ms"] < 200 * 20
+
+
+def _cut_off_after(port: int, events_read: int) -> None:
+    """What ``curl -N ... | head`` does: read the start of a stream, then close with more unread."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    body = json.dumps(STREAM).encode()
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    received = b""
+    while received.count(b"data: ") < events_read:
+        got = sock.recv(4096)
+        assert got, "the proxy ended the stream before the client hung up"
+        received += got
+    sock.close()
+
+
+def test_clients_hanging_up_mid_stream_leave_no_noise_on_the_proxy_stderr(ledger_db):
+    # Upstream sends its events back to back, so the proxy receives many in one read and relays
+    # them without waiting: a proxy that keeps writing to the hung-up socket makes asyncio print
+    # "socket.send() raised exception." for every write past the 5th.
+    words = [f" w{i}" for i in range(30000)]
+    events = [sse_chunk(i, w) for i, w in enumerate(words)] + [b"data: [DONE]\n\n"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TOKENCOST_"))}
+    with ScriptedUpstream(events) as up:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tokencost", "proxy", "--port", "0", "--upstream", up.base_url, "--db", str(ledger_db)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            first = proc.stderr.readline()
+            assert first.startswith("tokencost proxy: http://127.0.0.1:"), first + proc.stderr.read()
+            port = int(first.split()[2].rsplit(":", 1)[1].split("/")[0])
+            gone_at = []
+            for n in (1, 3, 10):
+                up.finished.clear()
+                _cut_off_after(port, n)
+                assert up.finished.wait(10)
+                gone_at.append(up.gone_at)
+            proc.send_signal(signal.SIGTERM)  # stops serving and flushes the ledger
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        err = proc.stderr.read()
+    assert "socket.send()" not in err
+    # nothing at all after the start-up banner's second line
+    assert [line for line in err.splitlines() if not line.startswith("  point clients at it:")] == [], err
+    assert all(i is not None and i < len(words) for i in gone_at), ("the proxy must hang up upstream", gone_at)
+    rows = ledger_rows(Path(ledger_db))
+    assert len(rows) == 3  # every call cut off is still in the ledger ...
+    for row in rows:  # ... with the usage of what went through, estimated
+        assert (row["status"], row["error_type"], row["streamed"], row["usage_source"]) == (200, None, 1, "estimated")
+        assert 1 <= row["completion_tokens"] < count_text_tokens("".join(words), "gpt-4o")
 
 
 def test_sse_tap_splits_on_any_boundary_and_hides_only_the_usage_chunk():

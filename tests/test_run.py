@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from tests.test_proxy_support import MESSAGES, SECRET, all_ledger_bytes, ledger_rows
-from tokencost.cli._common import usd
 from tokencost.runner import app_name, child_environment
 
 TOKENCOST = [sys.executable, "-m", "tokencost"]
@@ -68,11 +67,13 @@ def test_run_python_script_logs_its_calls_and_forwards_the_exit_code(fake_openai
     assert all(json.loads(r["tags"]) == {"user": "alice"} for r in rows)
     assert SECRET.encode() not in all_ledger_bytes(db)
 
-    cost = sum(Decimal(r["total_cost_pusd"]) for r in rows).scaleb(-12)
+    # gpt-4o-2024-08-06 at $2.50 / 1M prompt, $10 / 1M completion (pricing/openai.csv), in pUSD:
+    # (14 + 14) * 2,500,000 + (37 + 47) * 10,000,000 = 70,000,000 + 840,000,000 = 910,000,000 = $0.000910
+    assert sum(r["total_cost_pusd"] for r in rows) == 910_000_000
     lines = done.stderr.splitlines()
-    assert lines[0] == f"tokencost: 2 calls, 112 tokens, {usd(cost)} (ledger: {db})"
+    assert lines[0] == f"tokencost: 2 calls, 112 tokens, $0.000910 (ledger: {db})"
     assert lines[1].split() == ["model", "calls", "failed", "prompt", "completion", "cost"]
-    assert lines[3].split() == ["gpt-4o-2024-08-06", "2", "0", "28", "84", usd(cost)]
+    assert lines[3].split() == ["gpt-4o-2024-08-06", "2", "0", "28", "84", "$0.000910"]
     assert len(lines) == 4
 
 
@@ -90,8 +91,7 @@ def test_run_summary_as_json_counts_only_this_runs_rows(fake_openai, tmp_path: P
     [model] = summary["models"]
     assert (model["model"], model["calls"], model["prompt_tokens"], model["completion_tokens"]) == (
         "gpt-4o-2024-08-06", 2, 28, 84)
-    last_two = ledger_rows(db)[2:]
-    assert Decimal(summary["totals"]["cost_usd"]) == sum(Decimal(r["total_cost_pusd"]) for r in last_two).scaleb(-12)
+    assert Decimal(summary["totals"]["cost_usd"]) == Decimal("0.00091")  # 910,000,000 pUSD, as above
 
 
 def test_run_reports_a_missing_command_like_a_shell(tmp_path: Path):
@@ -186,6 +186,29 @@ def test_proxy_command_finishes_in_flight_calls_on_sigterm(fake_openai, tmp_path
     assert "Traceback" not in proc.stderr.read()
 
 
+def test_proxy_command_ignores_malformed_tags_with_one_warning(fake_openai, tmp_path: Path):
+    db = tmp_path / "ledger.db"
+    proc, url = _start_proxy(["--upstream", fake_openai.base_url, "--db", str(db)], _env("http://127.0.0.1:9/unused"))
+    try:
+        for header in ("===,,a", "user=bob,oops", "team=qa"):
+            r = httpx.post(url + "/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES},
+                           headers={"X-Tokencost-Tags": header}, timeout=30)
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 37  # never breaks the call
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read().splitlines()
+    assert len(fake_openai.received) == 3
+    assert not any(k.startswith("x-tokencost") for r in fake_openai.received for k in r["headers"])
+    rows = ledger_rows(db)
+    assert [json.loads(r["tags"] or "{}") for r in rows] == [{}, {"user": "bob"}, {"team": "qa"}]
+    [warning] = [line for line in err if not line.startswith("  point clients at it:")]
+    assert warning.startswith("tokencost proxy: warning: ignored malformed X-Tokencost-Tags item(s) '===', 'a';")
+    assert "KEY=VALUE" in warning
+
+
 def test_proxy_command_refuses_an_upstream_that_is_itself(tmp_path: Path):
     import socket
 
@@ -204,26 +227,49 @@ def test_proxy_command_bad_arguments(tmp_path: Path):
                              capture_output=True, text=True, timeout=60)
     assert bad_tag.returncode == 2
     assert bad_tag.stderr.strip() == "Error: --tag expects KEY=VALUE, got 'oops'; e.g. --tag team=search"
+    bad_key = subprocess.run([*TOKENCOST, "proxy", "--tag", "my team=x", "--db", str(tmp_path / "l.db")],
+                             capture_output=True, text=True, timeout=60)
+    assert bad_key.returncode == 2
+    assert bad_key.stderr.strip() == ("Error: --tag 'my team=x': KEY may hold only letters, digits and _ . : -; "
+                                      "e.g. --tag team=search")
     bad_up = subprocess.run([*TOKENCOST, "proxy", "--upstream", "api.openai.com", "--db", str(tmp_path / "l.db")],
                             capture_output=True, text=True, timeout=60)
     assert bad_up.returncode == 2 and "is not an http(s) URL" in bad_up.stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads thread signal masks from /proc (Linux)")
-def test_only_the_main_thread_takes_stop_signals(tmp_path: Path):
+def test_only_the_main_thread_takes_stop_signals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # Otherwise the kernel may hand SIGTERM to a proxy thread while `tokencost run` waits in
     # waitpid(), and the handler that forwards it to the command never runs.
+    import tokencost.runner
     from tokencost.proxy import ProxyConfig
     from tokencost.runner import ProxyServer
+
+    # The warm-up thread lives ~0.5 s and is started after the proxy: hold it inside warm_up() (which
+    # the thread enters only after setting its mask) so it is surely alive, and past that point,
+    # while we look. Only the tokenizer loading is replaced; the thread and its start-up are real.
+    entered, release = threading.Event(), threading.Event()
+
+    def held_warm_up() -> None:
+        entered.set()
+        release.wait(30)
+
+    monkeypatch.setattr(tokencost.runner, "warm_up", held_warm_up)
 
     def blocked(thread: threading.Thread) -> set[int]:
         status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
         mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
         return {sig for sig in (signal.SIGINT, signal.SIGTERM) if mask & (1 << (sig - 1))}
 
-    with ProxyServer(ProxyConfig(db=tmp_path / "l.db"), port=0) as srv:
-        ours = [t for t in threading.enumerate() if t.name in ("tokencost-proxy", "tokencost-ledger", "tokencost-warm-up")]
-        assert {t.name for t in ours} >= {"tokencost-proxy", "tokencost-ledger"}
-        assert all(blocked(t) == {signal.SIGINT, signal.SIGTERM} for t in ours), [t.name for t in ours]
-        assert blocked(threading.main_thread()) == set()
-        assert srv.port
+    names = ("tokencost-proxy", "tokencost-ledger", "tokencost-warm-up")
+    before = set(threading.enumerate())  # e.g. an earlier test's warm-up thread, still finishing
+    try:
+        with ProxyServer(ProxyConfig(db=tmp_path / "l.db"), port=0) as srv:
+            assert entered.wait(30), "the warm-up thread never ran"
+            ours = [t for t in threading.enumerate() if t.name in names and t not in before]
+            assert sorted(t.name for t in ours) == sorted(names)
+            assert {t.name: blocked(t) for t in ours} == {name: {signal.SIGINT, signal.SIGTERM} for name in names}
+            assert blocked(threading.main_thread()) == set()
+            assert srv.port
+    finally:
+        release.set()

@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 
 from ._proxy_sse import SSETap
@@ -96,7 +97,7 @@ class Relay:
                     self.client_gone = True
                     # A stream is cut at once: upstream stops generating, and billing, when we hang
                     # up. A non-streamed completion is generated (and billed) whole anyway, so we
-                    # read it to the end — writes to the gone client are dropped — and log the
+                    # read it to the end — no longer writing to the gone client — and log the
                     # usage the API reports instead of an estimate.
                     if self.call is None or self.tap is not None:
                         cancel_scope.cancel()
@@ -113,11 +114,18 @@ class Relay:
                 out = chunk
                 if keep:
                     self._keep(chunk)
-            if out:
+            if out and not self.client_gone:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+                # Yield to the event loop after every write. Chunks upstream sent together are
+                # handed to us without a yield, and a send to a client that hung up only closes the
+                # transport: uvicorn learns of it (and stops writing) in a callback the loop runs
+                # next. Without this, the rest of such a burst is written into the closed
+                # transport, and asyncio prints "socket.send() raised exception." from the 5th write.
+                await anyio.lowlevel.checkpoint()
         tail = tap.finish() if tap is not None else b""
         self.finished = True
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        if not self.client_gone:
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     def _keep(self, chunk: bytes) -> None:
         self.size += len(chunk)

@@ -20,7 +20,8 @@ What the proxy changes, and why:
 * Billed endpoints are fetched with ``Accept-Encoding: identity`` so usage can be read from the bytes
   we forward; the hop to the client is loopback, where compression buys nothing.
 * ``X-Tokencost-Tags: user=alice,feature=search`` is read and not forwarded (values may be
-  percent-encoded to hold commas).
+  percent-encoded to hold commas). Items breaking :func:`parse_tags`'s rule are ignored, with one
+  warning per process on stderr; the call goes through regardless.
 * ``Authorization`` (and every other header) goes upstream and nowhere else: no header is logged.
 
 The ledger is written by one background thread (:class:`RecordSink`); the event loop only queues,
@@ -84,20 +85,53 @@ def default_upstream(environ: Mapping[str, str] | None = None) -> str:
     return (env.get("OPENAI_BASE_URL") or "").strip() or DEFAULT_UPSTREAM
 
 
+_TAG_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
+_warned_bad_tags = False  # one warning per process: a misconfigured client would repeat it every call
+_warn_lock = threading.Lock()
+
+
 def parse_tags(value: str) -> dict[str, str]:
     """``"user=alice,feature=search"`` -> ``{"user": "alice", "feature": "search"}``.
 
-    Lenient on purpose — a typo in a tag must not break the user's call: blank items are
-    skipped, an item without ``=`` becomes a tag with an empty value. Names and values are
-    percent-decoded, so ``note=a%2Cb`` carries a comma.
+    The rule: comma-separated ``KEY=VALUE`` pairs, spaces around either allowed. ``KEY`` is one or
+    more of ``A-Z a-z 0-9 _ . : -``; ``VALUE`` is anything up to the next comma, percent-decoded (so
+    ``note=a%2Cb`` carries a comma), and may be empty. Blank items (a trailing comma) are skipped.
+    Any other item (``===``, ``flag``, ``bad key=x``) is dropped, never guessed at: see
+    :func:`_split_tags` for what the proxy does about them.
     """
+    return _split_tags(value)[0]
+
+
+def _split_tags(value: str) -> tuple[dict[str, str], list[str]]:
+    """The tags of a header value, and the items that broke :func:`parse_tags`'s rule."""
     out: dict[str, str] = {}
+    bad: list[str] = []
     for item in value.split(","):
-        key, _, val = item.partition("=")
-        key = unquote(key.strip())
-        if key:
-            out[key] = unquote(val.strip())
-    return out
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or not _TAG_KEY.fullmatch(key):
+            bad.append(item)
+            continue
+        out[key] = unquote(val.strip())
+    return out, bad
+
+
+def _warn_bad_tags(bad: list[str]) -> None:
+    # A bad tag must never break the user's call (it is forwarded either way), nor go unnoticed.
+    global _warned_bad_tags
+    with _warn_lock:
+        if _warned_bad_tags:
+            return
+        _warned_bad_tags = True
+    shown = ", ".join(repr(item[:40]) for item in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    log.warning(
+        "tokencost proxy: warning: ignored malformed X-Tokencost-Tags item(s) %s; the header takes "
+        "KEY=VALUE pairs separated by commas, KEY made of letters, digits and _ . : - "
+        "(calls are still forwarded and logged; this warning is shown once)", shown,
+    )
 
 
 @dataclass(frozen=True)
@@ -344,7 +378,10 @@ def create_app(config: ProxyConfig, sink: RecordSink) -> Any:
             tags = dict(config.tags)
             for k, v in scope["headers"]:
                 if k == TAGS_HEADER.encode():
-                    tags.update(parse_tags(v.decode("utf-8", "replace")))
+                    parsed_tags, bad = _split_tags(v.decode("utf-8", "replace"))
+                    tags.update(parsed_tags)
+                    if bad:
+                        _warn_bad_tags(bad)
             headers.append((b"accept-encoding", b"identity"))
             content: Any = await request.body()
             try:

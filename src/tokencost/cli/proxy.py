@@ -26,11 +26,15 @@ SUMMARY_KEYS = ("model", "calls", "failed", "prompt_tokens", "completion_tokens"
 
 
 def _tags(values: list[str] | None) -> dict[str, str]:
+    from ..proxy import _TAG_KEY  # the X-Tokencost-Tags rule, so both ways of tagging agree
+
     out: dict[str, str] = {}
     for value in values or ():
         key, sep, val = value.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--tag expects KEY=VALUE, got {value!r}; e.g. --tag team=search")
+        if not _TAG_KEY.fullmatch(key.strip()):
+            raise UsageError(f"--tag {value!r}: KEY may hold only letters, digits and _ . : -; e.g. --tag team=search")
         out[key.strip()] = val.strip()
     return out
 
