@@ -10,6 +10,7 @@ Lookup by model and day lives in :mod:`tokencost.pricing`.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import re
@@ -153,9 +154,16 @@ def user_prices_path() -> tuple[Path, bool]:
     env = os.environ.get("TOKENCOST_PRICES")
     if env:
         return Path(env).expanduser(), True
+    return _default_user_prices(os.environ.get("XDG_CONFIG_HOME"), os.environ.get("HOME")), False
+
+
+@functools.lru_cache(maxsize=8)
+def _default_user_prices(xdg_config_home: str | None, home: str | None) -> Path:
+    # Every priced call looks the file up: platformdirs costs ~50 us a time, so remember its answer
+    # for as long as the variables it reads stay the same.
     import platformdirs  # lazy: only needed when no override is given
 
-    return Path(platformdirs.user_config_dir("tokencost")) / "prices.csv", False
+    return Path(platformdirs.user_config_dir("tokencost")) / "prices.csv"
 
 
 def _decimal(text: str, column: str, where: str, *, optional: bool) -> Decimal | None:
