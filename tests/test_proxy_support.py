@@ -5,7 +5,6 @@ stream open until told, notice a client that went away, echo the headers it got)
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -17,21 +16,14 @@ import pytest
 
 from tests.fakeserver import FakeOpenAI
 from tokencost.proxy import ProxyConfig
+from tests.ledger_helpers import call_rows
 from tokencost.runner import ProxyServer
 
 SECRET = "sk-proxy-test-0123456789SECRETabcdef"
 MESSAGES = [{"role": "user", "content": "What's the weather like in SF?"}]  # the recorded request
 
 
-def ledger_rows(db: Path) -> list[dict[str, Any]]:
-    if not Path(db).exists():
-        return []
-    con = sqlite3.connect(db)
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM calls ORDER BY started_at, rowid")]
-    finally:
-        con.close()
+ledger_rows = call_rows  # the ledger tests' reader, under the name these tests use
 
 
 def all_ledger_bytes(db: Path) -> bytes:
