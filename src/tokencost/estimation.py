@@ -25,7 +25,7 @@ from .inputs import LoadedRequest
 from .models import resolve_model, snapshot_at
 from .pricing import Cost, Price, price_for
 
-__all__ = ["Estimate", "Turn", "estimate", "estimate_requests", "choose_mode", "resolve_pricing", "FALLBACK_MODEL"]
+__all__ = ["Estimate", "Turn", "estimate", "estimate_with_count", "estimate_requests", "choose_mode", "resolve_pricing", "FALLBACK_MODEL"]
 
 Mode = Literal["request", "conversation"]
 
@@ -159,13 +159,30 @@ def estimate(
     source: str = "",
 ) -> Estimate:
     """Estimate what ``request`` (a request body or a list of messages) costs on ``model``."""
+    return estimate_with_count(request, model, completion_tokens=completion_tokens, mode=mode, at=at,
+                               price=price, image_sizes=image_sizes, source=source)[0]
+
+
+def estimate_with_count(
+    request: dict[str, Any] | list[dict[str, Any]],
+    model: str | None = None,
+    *,
+    completion_tokens: int | None = None,
+    mode: Mode | None = None,
+    at: date | datetime | None = None,
+    price: Price | None = None,
+    image_sizes: dict[str, tuple[int, int]] | None = None,
+    source: str = "",
+) -> tuple[Estimate, PromptCount]:
+    """:func:`estimate`, plus the prompt count it was built from (the messages read as one prompt)."""
     body: dict[str, Any] = {"messages": request} if isinstance(request, list) else dict(request)
     try:
         model = _model_of(body, model, source)
         counting_model, the_price, notes = resolve_pricing(model, at, price)
         [pc] = count_prompts([body], counting_model, image_sizes=image_sizes)
-        return _from_count(body, model, counting_model, pc, the_price, notes,
-                           completion_tokens=completion_tokens, mode=mode, source=source)
+        est = _from_count(body, model, counting_model, pc, the_price, notes,
+                          completion_tokens=completion_tokens, mode=mode, source=source)
+        return est, pc
     except TokencostError as exc:
         raise _located(exc, source) from None
 

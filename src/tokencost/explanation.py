@@ -10,9 +10,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from .counting import PromptCount, count_prompt
+from .counting import PromptCount
 from .encodings import ENCODINGS, get_encoding
-from .estimation import Estimate, Mode, estimate, resolve_pricing
+from .estimation import Estimate, Mode, estimate_with_count
 from .pricing import Price
 
 __all__ = ["Explanation", "Compression", "explain", "compression"]
@@ -104,10 +104,8 @@ def explain(
     source: str = "",
 ) -> Explanation:
     body: dict[str, Any] = {"messages": request} if isinstance(request, list) else dict(request)
-    est = estimate(body, model, completion_tokens=completion_tokens, mode=mode, at=at, price=price,
-                   image_sizes=image_sizes, source=source)
-    counting_model, _, _ = resolve_pricing(est.model, at, est.price)
-    count = count_prompt({**body, "model": counting_model}, counting_model, image_sizes=image_sizes)
+    est, count = estimate_with_count(body, model, completion_tokens=completion_tokens, mode=mode, at=at,
+                                     price=price, image_sizes=image_sizes, source=source)
     return Explanation(
         count=count,
         estimate=est,
