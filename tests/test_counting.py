@@ -74,7 +74,7 @@ def test_large_batches_use_threads_and_agree(monkeypatch: pytest.MonkeyPatch) ->
 
     base = json.loads((FIXTURES / "cookbook.json").read_text())["cases"][1]  # gpt-3.5-turbo-0613, 129
     monkeypatch.setattr(counting, "_PARALLEL_CHARS", 0)
-    monkeypatch.setattr(counting.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(counting, "_workers", lambda: 2)
     got = count_prompts([base["request"]] * 50, base["model"])
     assert {p.total for p in got} == {base["prompt_tokens"]}
     assert counting._pool is not None
@@ -99,3 +99,35 @@ def test_tool_choice_and_unverified_schema_keywords_are_estimates() -> None:
     tools[0]["function"]["parameters"]["properties"]["location"]["default"] = "Paris"
     pc = count_prompt({**case["request"], "tools": tools}, case["model"])
     assert pc.exact is False and any("default" in n for n in pc.notes)
+
+
+@pytest.mark.parametrize("case", _cases(*EXACT_FILES))
+def test_remembered_counts_match_the_api_too(case: dict) -> None:
+    # memo=True (the wrapper's and the proxy's estimate) must give the API's number on the first
+    # count, which fills the memo, and on the second, which is answered from it.
+    from tokencost import _memo
+
+    for _ in range(2):
+        got = count_prompt_tokens(case["request"], case["model"], image_sizes=_sizes(case), memo=True)
+        assert got == case["prompt_tokens"], case["source"]
+    texts = [m["content"] for m in case["request"].get("messages", []) if isinstance(m.get("content"), str)]
+    assert any(_memo.seen(t) or _memo.seen(t + "\n") for t in texts if t) or not any(texts)
+
+
+def test_the_memo_is_bounded_by_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokencost import _memo
+    from tokencost.counting import count_text_tokens
+
+    _memo.clear()
+    monkeypatch.setattr(_memo, "MAX_CHARS", 1_000)
+    monkeypatch.setattr(_memo, "MAX_TEXT", 300)
+    texts = [f"message number {i} " * 10 for i in range(40)]  # ~190 characters each
+    for t in texts:
+        assert count_text_tokens(t, "gpt-4o", memo=True) == count_text_tokens(t, "gpt-4o")
+        assert _memo._held <= 1_000
+    assert not _memo.seen(texts[0])  # emptied on the way
+    assert _memo.seen(texts[-1]) or _memo._held == 0
+    long = "x y " * 200  # over MAX_TEXT: counted, never held
+    assert count_text_tokens(long, "gpt-4o", memo=True) == count_text_tokens(long, "gpt-4o")
+    assert not _memo.seen(long)
+    _memo.clear()

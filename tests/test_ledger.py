@@ -63,6 +63,9 @@ def test_fresh_open_applies_every_migration(tmp_path: Path) -> None:
     assert budget_cols == ["name", "limit_pusd", "period", "models", "tags", "action", "created_at"]
     call_cols = [r[1] for r in con.execute("PRAGMA table_info(calls)")]
     assert tuple(call_cols) == ledger_mod.COLUMNS
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls'"
+                                         " AND sql IS NOT NULL")}
+    assert indexes == {"calls_started_at"}  # calls_model was dropped by migration 004
     con.close()
 
 
@@ -82,11 +85,13 @@ def test_opening_a_db_created_by_an_older_schema(tmp_path: Path) -> None:
     assert led.count() == 2
     led.close()
     assert "budgets" in tables(db)
-    assert applied(db) == ["001_create_calls", "002_create_budgets", "003_calls_indexes"]
+    assert applied(db) == ["001_create_calls", "002_create_budgets", "003_calls_indexes",
+                           "004_drop_calls_model_index"]
     assert old_row.id in ids_in(db)
     # a second open applies nothing and keeps the rows
     open_ledger(db).close()
-    assert applied(db) == ["001_create_calls", "002_create_budgets", "003_calls_indexes"]
+    assert applied(db) == ["001_create_calls", "002_create_budgets", "003_calls_indexes",
+                           "004_drop_calls_model_index"]
     assert len(ids_in(db)) == 2
 
 

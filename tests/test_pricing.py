@@ -245,6 +245,38 @@ def test_every_bundled_price_gives_whole_picodollars_per_token():
             to_pico(p.cost(1, 0, 1).prompt)
 
 
+def test_cost_pico_agrees_with_decimal_cost_on_every_bundled_row():
+    # The wrapper prices every call with integer arithmetic; it must be the Decimal cost, exactly.
+    counts = [(0, 0, 0), (1, 1, 0), (14, 37, 0), (1_000, 500, 300), (128_000, 16_384, 127_999),
+              (3_000_000, 7, 2_999_999)]
+    for p in all_prices():
+        for prompt, completion, cached in counts:
+            want = p.cost(prompt, completion, cached)
+            assert p.cost_pico(prompt, completion, cached) == (
+                to_pico(want.prompt), to_pico(want.completion), to_pico(want.total)), (p.id, prompt)
+
+
+@pytest.mark.parametrize("args", [(-1, 0, 0), (1, 0, 2), (True, 0, 0), (1.0, 0, 0)])
+def test_cost_pico_refuses_what_cost_refuses(args):
+    p = price_for("gpt-4o", date(2025, 1, 1))
+    with pytest.raises(UsageError):
+        p.cost_pico(*args)
+
+
+def test_price_for_recent_is_price_for_and_remembers_errors(monkeypatch):
+    day = date(2025, 1, 1)
+    assert pricing.price_for_recent("gpt-4o", day) == price_for("gpt-4o", day)
+    assert pricing.price_for_recent("gpt-4o", datetime(2025, 1, 1, 23, 59, tzinfo=timezone.utc)) == price_for("gpt-4o", day)
+    for _ in range(2):  # the second answer comes from the cache, and is the same error
+        with pytest.raises(UnknownModel):
+            pricing.price_for_recent("no-such-model-xyz", day)
+    # a different prices setting is a different cache entry, seen at once
+    user = REPO / "tests" / "_tmp_prices_never_written.csv"
+    monkeypatch.setenv("TOKENCOST_PRICES", str(user))
+    with pytest.raises(InputError):
+        pricing.price_for_recent("gpt-4o", day)
+
+
 # ---------------------------------------------------------------- listing and custom prices
 
 

@@ -146,6 +146,29 @@ def test_iso_utc() -> None:
     assert all(not isinstance(v, float) for k, v in rec().to_row().items() if k != "latency_ms")
 
 
+def test_iso_utc_fast_path_matches_the_general_one() -> None:
+    for when in (WHEN, datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)):
+        assert iso_utc(when) == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_ids_are_uuid7_unique_and_ordered_by_time() -> None:
+    import time
+    import uuid
+
+    from tokencost.record import new_id
+
+    t0 = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(2000)]
+    t1 = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    for i in ids:
+        u = uuid.UUID(i)
+        assert len(i) == 32 and u.version == 7 and u.variant == uuid.RFC_4122
+        assert t0 <= int(i[:12], 16) <= t1  # the first 48 bits are the Unix time in ms
+    stamps = [i[:12] for i in ids]
+    assert stamps == sorted(stamps)
+
+
 def test_bad_request_shapes_still_make_a_row() -> None:
     # our estimate cannot count these; the row (with the API's usage) must still be built
     for messages in ("not a list", [{"role": "bot", "content": "x"}], [{"role": "user", "content": {"weird": 1}}]):

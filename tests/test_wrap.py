@@ -399,3 +399,39 @@ def test_pre_call_estimate_is_recorded_next_to_the_api_count(client, db):
     list(client.chat.completions.create(model="gpt-4o", messages=recorded, stream=True))
     for row in rows(db):
         assert row["prompt_tokens"] == 14 == row["estimated_prompt_tokens"]
+
+
+def test_small_prompts_are_counted_in_place_and_big_ones_on_the_helper(client, db, monkeypatch):
+    import tokencost.wrap as wrap
+    from tokencost.counting import count_prompt_tokens
+
+    handed = []
+    real_helper = wrap._helper
+    monkeypatch.setattr(wrap, "_helper", lambda: handed.append(1) or real_helper())
+    recorded = [{"role": "user", "content": "What's the weather like in SF?"}]
+    client.chat.completions.create(model="gpt-4o", messages=recorded)
+    assert handed == []  # a short prompt: no thread hand-off
+    big = [{"role": "user", "content": "Summarise this report. " + "The quarterly numbers went up. " * 120}]
+    client.chat.completions.create(model="gpt-4o", messages=big)
+    assert handed == [1]  # ~3,700 characters never counted before: counted while on the wire
+    client.chat.completions.create(model="gpt-4o", messages=big)
+    assert handed == [1]  # the same text again is remembered: counted in place
+    small, first, again = rows(db)
+    assert small["estimated_prompt_tokens"] == 14
+    assert first["estimated_prompt_tokens"] == again["estimated_prompt_tokens"] == count_prompt_tokens(big, "gpt-4o")
+
+
+def test_new_text_chars_skips_remembered_and_short_strings():
+    from tokencost import _memo
+    from tokencost.counting import count_text_tokens
+    from tokencost.wrap import _INLINE_CHARS, _new_text_chars
+
+    seen = "An old message that the memo has already counted, long enough to matter."
+    count_text_tokens(seen, "gpt-4o", memo=True)
+    new = "A brand new message nobody has counted yet, also long enough to matter."
+    body = {"model": "gpt-4o", "messages": [{"role": "system", "content": seen}, {"role": "user", "content": new}]}
+    assert _new_text_chars(body) == len(new)
+    huge = {"messages": [{"role": "user", "content": "word " * 1_000}]}
+    assert _new_text_chars(huge) > _INLINE_CHARS
+    assert _new_text_chars({"input": [[1, 2]] * 2_000}) > _INLINE_CHARS  # too big to walk: helper
+    _memo.clear()

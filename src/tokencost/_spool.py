@@ -11,6 +11,7 @@ forever: the ledger moves them to ``<spool>.bad``, one JSON line each, for a hum
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sqlite3
 import uuid
@@ -20,7 +21,7 @@ from typing import Any, Mapping
 from .record import COLUMNS, CallRecord
 
 __all__ = ["append_line", "take_spool", "take_spool_safe", "read_spool", "insert_spooled", "row_problem",
-           "row_params", "dumps_row", "loose_line", "live_name"]
+           "row_params", "record_params", "params_problem", "dumps_row", "loose_line", "live_name"]
 
 _INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 # Skips a row already merged (same id) but, unlike INSERT OR IGNORE, still fails on a NOT NULL
@@ -156,10 +157,22 @@ def live_name(name: str) -> str:
 
 
 def row_params(row: Mapping[str, Any]) -> list[Any]:
-    params = [row.get(c) for c in COLUMNS]
+    return _with_defaults([row.get(c) for c in COLUMNS])
+
+
+_RECORD_VALUES = operator.attrgetter(*COLUMNS)
+_DEFAULTS = tuple((COLUMNS.index(col), default) for col, default in (("streamed", 0), ("tags", "{}")))
+_REQUIRED = tuple(COLUMNS.index(col) for col in ("started_at", "endpoint"))
+
+
+def record_params(rec: CallRecord) -> list[Any]:
+    """A record's values in column order (one C-level getter: this runs on every logged call)."""
+    return _with_defaults(list(_RECORD_VALUES(rec)))
+
+
+def _with_defaults(params: list[Any]) -> list[Any]:
     # columns with a default in the schema: a hand-made row may leave them out
-    for col, default in (("streamed", 0), ("tags", "{}")):
-        i = COLUMNS.index(col)
+    for i, default in _DEFAULTS:
         if params[i] is None:
             params[i] = default
     return params
@@ -167,17 +180,24 @@ def row_params(row: Mapping[str, Any]) -> list[Any]:
 
 def row_problem(row: Mapping[str, Any]) -> str | None:
     """Why SQLite could never store ``row`` as a ``calls`` row, or None."""
-    for col in ("started_at", "endpoint"):
-        if row.get(col) is None:
-            return f"{col} is missing"
-    for col in COLUMNS:
-        value = row.get(col)
-        if value is None or isinstance(value, (str, float)):
+    return params_problem(row_params(row))
+
+
+def params_problem(params: list[Any]) -> str | None:
+    """:func:`row_problem` for values already in column order."""
+    for i in _REQUIRED:
+        if params[i] is None:
+            return f"{COLUMNS[i]} is missing"
+    for col, value in zip(COLUMNS, params):
+        kind = type(value)
+        if value is None or kind is str or kind is float:
             continue
-        if isinstance(value, int):
+        if kind is int or isinstance(value, int):
             if not _SQLITE_INT[0] <= value < _SQLITE_INT[1]:
                 shown = str(value)
                 return f"{col}={shown[:30] + '...' if len(shown) > 30 else shown} is too large for SQLite"
+            continue
+        if isinstance(value, (str, float)):
             continue
         return f"{col} is a {type(value).__name__}, not a number or text"
     return None

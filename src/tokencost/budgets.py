@@ -121,7 +121,8 @@ def _iso(dt: datetime) -> str:
 
 
 def _path_of(ledger: Any) -> Path:
-    return Path(getattr(ledger, "path", ledger))
+    path = getattr(ledger, "path", ledger)
+    return path if isinstance(path, Path) else Path(path)
 
 
 def _open_path(db: str | Path | None, must_exist: bool = True) -> Path:
@@ -360,6 +361,9 @@ def _to_pico_ceiling(d: Decimal | None) -> int:
 def has_budgets(ledger: Any) -> bool:
     """Whether any budget is defined (cached for a second): lets callers skip pricing an estimate."""
     path = _path_of(ledger)
+    hit = _CACHE.get((path, "budgets"))
+    if hit is not None and _time.monotonic() - hit[0] < _BUDGET_TTL:
+        return bool(hit[1])  # asked on every tracked call: answer without a stat when we can
     return path.exists() and bool(_budgets_cached(path))
 
 

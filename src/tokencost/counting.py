@@ -41,10 +41,12 @@ large batches), so counting costs little more than encoding the text.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from . import _memo
 from . import images as _images
 from .encodings import get_encoding
 from .errors import InputError
@@ -115,17 +117,25 @@ class PromptCount:
     notes: tuple[str, ...]
 
 
-def count_text_tokens(text: str, model: str) -> int:
-    """Tokens of plain ``text`` in ``model``'s encoding (no message framing)."""
+def count_text_tokens(text: str, model: str, *, memo: bool = False) -> int:
+    """Tokens of plain ``text`` in ``model``'s encoding (no message framing).
+
+    ``memo=True`` remembers the count, so the same text costs a dict lookup next time."""
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")
-    return len(get_encoding(resolve_model(model).encoding).encode_ordinary(text))
+    encoding = resolve_model(model).encoding
+    if memo:
+        return _lengths(encoding, [text], memo=True)[0]
+    return len(get_encoding(encoding).encode_ordinary(text))
 
 
 def count_prompt_tokens(request_or_messages: dict | list, model: str | None = None, *,
-                        image_sizes: dict[str, tuple[int, int]] | None = None) -> int:
-    """``usage.prompt_tokens`` the API would report for this request (or bare list of messages)."""
-    return count_prompt(request_or_messages, model, image_sizes=image_sizes).total
+                        image_sizes: dict[str, tuple[int, int]] | None = None, memo: bool = False) -> int:
+    """``usage.prompt_tokens`` the API would report for this request (or bare list of messages).
+
+    ``memo=True`` remembers the counts of the texts it encodes (for the same history sent again,
+    as a chatbot does every turn); the total is the same either way."""
+    return count_prompts([request_or_messages], model, image_sizes=image_sizes, memo=memo)[0].total
 
 
 def count_prompt(request_or_messages: dict | list, model: str | None = None, *,
@@ -135,7 +145,7 @@ def count_prompt(request_or_messages: dict | list, model: str | None = None, *,
 
 
 def count_prompts(requests: list, model: str | None = None, *,
-                  image_sizes: dict[str, tuple[int, int]] | None = None) -> list[PromptCount]:
+                  image_sizes: dict[str, tuple[int, int]] | None = None, memo: bool = False) -> list[PromptCount]:
     """Count many requests at once: all their text is encoded in one batch per encoding (fastest)."""
     by_encoding: dict[str, list[str]] = {}
     plans = []
@@ -145,7 +155,7 @@ def count_prompts(requests: list, model: str | None = None, *,
         plan.base = len(texts)
         texts.extend(plan.texts)
         plans.append(plan)
-    lengths = {name: _lengths(name, texts) for name, texts in by_encoding.items()}
+    lengths = {name: _lengths(name, texts, memo) for name, texts in by_encoding.items()}
     return [p.finish(lengths[p.info.encoding]) for p in plans]
 
 
@@ -156,10 +166,14 @@ _pool = None
 _PARALLEL_CHARS = 100_000  # below this, a thread hand-off costs more than it saves
 
 
-def _lengths(encoding: str, texts: list[str]) -> list[int]:
+def _lengths(encoding: str, texts: list[str], memo: bool = False) -> list[int]:
+    if memo:
+        return _memo.lengths(encoding, texts, lambda missing: _lengths(encoding, missing))
     enc = get_encoding(encoding)
-    workers = os.cpu_count() or 1
-    if workers == 1 or len(texts) < 2 * workers or sum(map(len, texts)) < _PARALLEL_CHARS:
+    if len(texts) < 2 or sum(map(len, texts)) < _PARALLEL_CHARS:
+        return _encode_lengths(enc, texts)
+    workers = _workers()
+    if workers == 1 or len(texts) < 2 * workers:
         return _encode_lengths(enc, texts)
     global _pool
     if _pool is None:
@@ -172,6 +186,11 @@ def _lengths(encoding: str, texts: list[str]) -> list[int]:
     for part in _pool.map(_encode_lengths, [enc] * len(chunks), chunks):
         out.extend(part)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _workers() -> int:
+    return os.cpu_count() or 1  # glibc reads /sys for this: three system calls, so ask once
 
 
 def _encode_lengths(enc: Any, texts: list[str]) -> list[int]:

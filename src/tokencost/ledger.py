@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ._ledger_schema import MIGRATION_SET, MIGRATIONS, apply_migrations
-from ._spool import (append_line, dumps_row, insert_spooled, live_name, loose_line, read_spool, row_params,
-                     row_problem, take_spool_safe)
+from ._spool import (append_line, dumps_row, insert_spooled, live_name, loose_line, params_problem, read_spool,
+                     record_params, row_params, take_spool_safe)
 from .errors import LedgerError, UsageError
 from .record import COLUMNS, CallRecord, iso_utc
 
@@ -291,31 +291,35 @@ class Ledger:
         """Append one row. Never raises: on failure the row is spooled and one warning emitted;
         a row that could never be stored is set aside in ``<spool>.bad`` (also with a warning)."""
         try:
-            row = _row_of(rec)
-            problem = row_problem(row)
+            params = _params_of(rec)
+            problem = params_problem(params)
         except Exception as exc:  # a malformed record is our bug: still never break the call
             self._set_aside([loose_line(rec)], f"bad record: {exc}")
             return
         if problem is not None:
-            self._set_aside([dumps_row(row)], problem)
+            self._set_aside([dumps_row(dict(zip(COLUMNS, params)))], problem)
             return
         try:
             with self._lock:
                 if time.monotonic() < self._degraded_until:
                     raise _Degraded()
                 conn = self._ensure_open()
-                params = row_params(row)
                 try:
-                    self._retry(lambda: conn.execute(_INSERT, params))
+                    try:
+                        conn.execute(_INSERT, params)
+                    except sqlite3.OperationalError as exc:
+                        if not _is_busy(exc):
+                            raise
+                        self._retry(lambda: conn.execute(_INSERT, params))
                 except sqlite3.IntegrityError as exc:  # this row, not the database (e.g. a reused id)
                     raise _Rejected(str(exc)) from None
             return
         except _Rejected as exc:
-            self._set_aside([dumps_row(row)], str(exc))
+            self._set_aside([dumps_row(dict(zip(COLUMNS, params)))], str(exc))
         except Exception as exc:
             if not isinstance(exc, _Degraded):
                 self._fail(exc)
-            self._spool(row, exc)
+            self._spool(dict(zip(COLUMNS, params)), exc)
 
     def _fail(self, exc: BaseException) -> None:
         # Do not hammer a broken database on every call: spool directly for a few seconds.
@@ -456,14 +460,19 @@ class _Rejected(Exception):
     """SQLite refused this one row (a constraint); the database itself is fine."""
 
 
-def _row_of(rec: CallRecord | Mapping[str, Any]) -> dict[str, Any]:
-    row = rec.to_row() if isinstance(rec, CallRecord) else dict(rec)
-    if not isinstance(row.get("id"), str) or not row["id"]:
+def _params_of(rec: CallRecord | Mapping[str, Any]) -> list[Any]:
+    """The values to insert, in column order; ValueError for a record that is not a row at all."""
+    if isinstance(rec, CallRecord):
+        params = record_params(rec)
+    else:
+        row = dict(rec)
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        params = row_params(row)
+    if not isinstance(params[0], str) or not params[0]:
         raise ValueError("record has no id")
-    unknown = set(row) - set(COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown columns {sorted(unknown)}")
-    return row
+    return params
 
 
 def _describe(path: Path, exc: BaseException | None) -> str:

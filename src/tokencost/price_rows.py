@@ -111,6 +111,35 @@ class Price:
         return Cost(prompt=prompt, completion=completion, total=total)
 
 
+    def cost_pico(self, prompt_tokens: int, completion_tokens: int = 0, cached_tokens: int = 0) -> tuple[int, int, int]:
+        """:meth:`cost` (not batch) as integer picodollars ``(prompt, completion, total)``: the same
+        amounts, in whole-number arithmetic (rates have at most 6 places, so a token costs a whole
+        number of picodollars). The wrapper prices every call with this."""
+        rates = self.__dict__.get("_pico_rates")
+        if rates is None:
+            cached = self.cached_prompt_per_1m if self.cached_prompt_per_1m is not None else self.prompt_per_1m
+            rates = tuple(_pico_per_token(r) for r in (self.prompt_per_1m, self.completion_per_1m, cached))
+            self.__dict__["_pico_rates"] = rates  # frozen: bypass __setattr__; not a field, so eq/hash ignore it
+        for name, n in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
+                        ("cached_tokens", cached_tokens)):
+            if type(n) is not int or n < 0:
+                if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                    raise UsageError(f"{name} must be a whole number of tokens, 0 or more (got {n!r})")
+        if cached_tokens > prompt_tokens:
+            raise UsageError(f"cached_tokens ({cached_tokens}) cannot exceed prompt_tokens ({prompt_tokens})")
+        prompt = (prompt_tokens - cached_tokens) * rates[0] + cached_tokens * rates[2]
+        completion = completion_tokens * rates[1]
+        return prompt, completion, prompt + completion
+
+
+def _pico_per_token(per_1m: Decimal) -> int:
+    # USD per 1M tokens -> picodollars per token: x 1e12 / 1e6
+    scaled = per_1m.scaleb(6)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{per_1m} USD per 1M tokens has more than {_MAX_PLACES} decimal places")
+    return int(scaled)
+
+
 # ---------------------------------------------------------------- money units
 
 

@@ -319,9 +319,9 @@ def _preflight(ledger_path: Path | None, call: _Call) -> None:
     cost: Decimal | None = None
     if call.estimate is not None:
         try:
-            from .pricing import price_for
+            from .pricing import price_for_recent
 
-            cost = price_for(model, call.started_at).cost(call.estimate).total
+            cost = price_for_recent(model, call.started_at).cost(call.estimate).total
         except Exception:  # unknown or unpriced model: the budget counts it as 0, like the wrapper
             cost = None
     budgets.check_budgets(ledger_path, model=model, estimated_cost_usd=cost, tags=call.tags)

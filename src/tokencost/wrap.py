@@ -218,8 +218,9 @@ class _Call:
         if tracker.budgets_possible():
             # a budget needs the estimate before the request goes out
             _check_budgets(tracker, body.get("model"), self.estimate.result(), self.tags)
-        else:
+        elif _new_text_chars(body) > _INLINE_CHARS:
             self.estimate.in_background()  # counted while the request is on the wire
+        # else: counted on this thread when the row is written, which costs less than waking a helper
 
     # --- outcomes ----------------------------------------------------------------------------
     def failed(self, exc: BaseException) -> None:
@@ -336,40 +337,76 @@ def _with_usage_requested(options: Any) -> Any:
 class _Estimate:
     """Our prompt-token count for one call. With no budget to check it is counted on a helper
     thread while the request is on the wire (the calling thread is blocked on the socket then);
-    whoever claims it first — the helper, or the call's own thread when the row is written —
-    computes it, so a busy helper never delays a row."""
+    whoever takes the lock first — the helper, or the call's own thread when the row is written —
+    computes it, so a busy helper never delays a row. One plain lock per call (an Event would
+    build a Condition: several times the cost, on every call)."""
 
-    __slots__ = ("endpoint", "body", "value", "_claimed", "_done", "_lock")
+    __slots__ = ("endpoint", "body", "value", "_done", "_lock")
 
     def __init__(self, endpoint: str, body: dict[str, Any]) -> None:
         self.endpoint, self.body = endpoint, body
         self.value: int | None = None
-        self._claimed = False
-        self._done = threading.Event()
+        self._done = False
         self._lock = threading.Lock()
 
-    def _claim(self) -> bool:
-        with self._lock:
-            if self._claimed:
-                return False
-            self._claimed = True
-            return True
-
     def run(self) -> None:
-        if self._claim():
-            self.value = _estimate_prompt_tokens(self.endpoint, self.body)
-            self._done.set()
+        """On the helper: count unless the call's thread is at it (then it needs no help)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                if not self._done:
+                    self.value = _estimate_prompt_tokens(self.endpoint, self.body)
+                    self._done = True
+            finally:
+                self._lock.release()
 
     def result(self) -> int | None:
-        if self._claim():
-            self.value = _estimate_prompt_tokens(self.endpoint, self.body)
-            self._done.set()
-        else:
-            self._done.wait(10.0)  # the helper is counting right now
+        if not self._done:
+            if not self._lock.acquire(timeout=10.0):  # the helper is counting right now
+                return self.value
+            try:
+                if not self._done:
+                    self.value = _estimate_prompt_tokens(self.endpoint, self.body)
+                    self._done = True
+            finally:
+                self._lock.release()
         return self.value
 
     def in_background(self) -> None:
         _helper().put(self)
+
+
+# Up to this much text not counted before (~130 us of encoding), the estimate is made on the
+# calling thread after the response; more goes to the helper thread while the request is on the
+# wire. Waking the helper and sharing the GIL with it measured 150-300 us per call on 2 CPUs
+# (bench/RESULTS.md), so a small prompt is cheaper to count in place.
+_INLINE_CHARS = 2_000
+_SHORT = 32  # strings this short (roles, ids, names) cost next to nothing to encode
+_BODY_KEYS = ("messages", "input", "prompt", "instructions", "tools", "functions")
+
+
+def _new_text_chars(body: dict[str, Any]) -> int:
+    """Characters of prompt text the token memo has not seen (stops counting past the limit)."""
+    from . import _memo
+
+    total = 0
+    stack: list[Any] = [body.get(k) for k in _BODY_KEYS]
+    visited = 0
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is str:
+            if len(value) > _SHORT and not _memo.seen(value):
+                total += len(value)
+                if total > _INLINE_CHARS:
+                    return total
+        elif kind is list or kind is tuple:
+            stack.extend(value)
+        elif kind is dict:
+            stack.extend(value.values())
+        visited += 1
+        if visited > 1_000:  # a huge structure: count it on the helper
+            return _INLINE_CHARS + 1
+    return total
 
 
 _HELPER: tuple[int, Any] | None = None
@@ -427,32 +464,15 @@ def _check_budgets(tracker: _Tracker, model: Any, estimate: int | None, call_tag
         ledger = tracker.ledger
         cost: Decimal | None = None
         if estimate is not None and isinstance(model, str):
-            price = _price_now(model)
-            cost = None if price is None else price.cost(estimate).total
+            from .errors import TokencostError
+            from .pricing import price_for_recent
+
+            try:
+                cost = price_for_recent(model).cost(estimate).total
+            except TokencostError:
+                cost = None  # unpriced: the budget counts this call's estimate as 0
         check_budgets(ledger, model=str(model), estimated_cost_usd=cost, tags=call_tags)
     except BudgetExceeded:
         raise
     except Exception as exc:
         tracker.warn_once("budget check failed, call sent anyway", exc)
-
-
-_PRICES: dict[str, tuple[float, Any]] = {}
-_PRICE_TTL = 60.0  # seconds; a budget estimate may use a price edited up to a minute ago
-
-
-def _price_now(model: str) -> Any:
-    """Today's price of ``model`` (None if unpriced), cached briefly: looking it up costs ~20-100 us."""
-    now = time.monotonic()
-    hit = _PRICES.get(model)
-    if hit is not None and now - hit[0] < _PRICE_TTL:
-        return hit[1]
-    try:
-        from .pricing import price_for
-
-        price = price_for(model, datetime.now(timezone.utc))
-    except Exception:
-        price = None
-    if len(_PRICES) > 256:
-        _PRICES.clear()
-    _PRICES[model] = (now, price)
-    return price
