@@ -135,7 +135,8 @@ def count_prompt_tokens(request_or_messages: dict | list, model: str | None = No
 
     ``memo=True`` remembers the counts of the texts it encodes (for the same history sent again,
     as a chatbot does every turn); the total is the same either way."""
-    return count_prompts([request_or_messages], model, image_sizes=image_sizes, memo=memo)[0].total
+    plan = _Plan(request_or_messages, model, image_sizes)
+    return plan.total(_lengths(plan.info.encoding, plan.texts, memo))
 
 
 def count_prompt(request_or_messages: dict | list, model: str | None = None, *,
@@ -399,19 +400,14 @@ class _Plan:
         b = self.base
         counted: list[MessageCount] = []
         running = 0
-        for i, role, parts, name_idx, name_const, overhead, images, calls in self.msgs:
-            content = sum(lengths[b + p] for p in parts)
-            name = (lengths[b + name_idx] + name_const) if name_idx != _NO_NAME else 0
-            call_tokens = sum(lengths[b + c] for c in calls) + 3 * (len(calls) // 2)
+        for msg in self.msgs:
+            content, name, call_tokens = _tally(lengths, b, msg)
+            i, role, _, _, _, overhead, images, _ = msg
             total = content + name + overhead + images + call_tokens
             running += total
             counted.append(MessageCount(i, role, content, name, overhead, images, call_tokens, total))
-        tools = 0
-        if self.tools_text >= 0:
-            tools = lengths[b + self.tools_text] + self.tools_fixed - (4 if self.has_system else 0)
-        else:
-            tools = self.tools_fixed
-        priming = 3
+        tools = self._tools(lengths)
+        priming = _PRIMING
         snapshot = self.info.snapshot
         notes = list(self.notes)
         exact = not notes
@@ -422,6 +418,32 @@ class _Plan:
                 notes.append(f"{what} has no API-reported count for {snapshot} (estimate)")
         return PromptCount(self.info.name, self.info.encoding, tuple(counted), tools, priming,
                            running + tools + priming, exact, tuple(notes))
+
+    def total(self, lengths: list[int]) -> int:
+        """``finish(lengths).total`` without the breakdown (what the wrapper and the proxy need)."""
+        b = self.base
+        running = 0
+        for msg in self.msgs:
+            content, name, call_tokens = _tally(lengths, b, msg)
+            running += content + name + msg[5] + msg[6] + call_tokens
+        return running + self._tools(lengths) + _PRIMING
+
+    def _tools(self, lengths: list[int]) -> int:
+        if self.tools_text >= 0:
+            return lengths[self.base + self.tools_text] + self.tools_fixed - (4 if self.has_system else 0)
+        return self.tools_fixed
+
+
+_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
+
+
+def _tally(lengths: list[int], b: int, msg: tuple) -> tuple[int, int, int]:
+    """(content, name, tool call) tokens of one planned message."""
+    _, _, parts, name_idx, name_const, _, _, calls = msg
+    content = lengths[b + parts[0]] if len(parts) == 1 else sum(lengths[b + p] for p in parts)
+    name = (lengths[b + name_idx] + name_const) if name_idx != _NO_NAME else 0
+    call_tokens = (sum(lengths[b + c] for c in calls) + 3 * (len(calls) // 2)) if calls else 0
+    return content, name, call_tokens
 
 
 _role_cache: dict[tuple[str, str], int] = {}
