@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import openai  # noqa: E402
 
+import tokencost._precall as precall  # noqa: E402
 import tokencost.wrap as wrap  # noqa: E402
 from tokencost.wrap import track  # noqa: E402
 
@@ -161,9 +162,9 @@ def run(base_url: str, calls: int, variant: str, stream: bool, history: bool = F
             sink = _BackgroundAll()
         elif variant == "no-write":
             tracker._ledger = _NoWrite(real)
-        inline_chars = wrap._INLINE_CHARS
+        inline_chars = precall.INLINE_CHARS
         if variant == "helper-estimate":
-            wrap._INLINE_CHARS = -1  # every estimate goes to the helper thread (the earlier design)
+            precall.INLINE_CHARS = -1  # every estimate goes to the helper thread (the earlier design)
 
         def call(c):
             n = iter(range(10**9))
@@ -179,7 +180,7 @@ def run(base_url: str, calls: int, variant: str, stream: bool, history: bool = F
         for _ in range(calls):
             (wa, xa), (wb, xb) = _one(a), _one(b)
             ta.append(wa), ca.append(xa), tb.append(wb), cb.append(xb)
-        wrap._INLINE_CHARS = inline_chars
+        precall.INLINE_CHARS = inline_chars
         if sink is not None:
             sink.close()
         plain.close()

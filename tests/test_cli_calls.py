@@ -97,7 +97,7 @@ def test_calls_empty_and_missing(tmp_path: Path, db: Path) -> None:
 def test_bad_since_is_usage_error(db: Path) -> None:
     res = runner.invoke(app, ["calls", "--db", str(db), "--since", "last week"])
     assert res.exit_code == 2
-    assert "Error: --since 'last week' is not a date or a duration" in res.stderr
+    assert "Error: invalid date 'last week' for --since" in res.stderr
     assert "Traceback" not in res.output
 
 
@@ -154,9 +154,9 @@ def test_db_empty_or_a_directory_is_a_clear_error(tmp_path: Path) -> None:
 def test_calls_waiting_in_the_spool_are_counted_then_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import warnings
 
-    import tokencost.ledger as ledger_mod
+    import tokencost._spool as spool_mod
 
-    monkeypatch.setattr(ledger_mod, "_warned", set())  # our warnings here must not silence later tests'
+    monkeypatch.setattr(spool_mod, "_warned", set())  # our warnings here must not silence later tests'
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     blocker = tmp_path / "data"
     blocker.write_text("a file where the ledger's directory should be")  # every write of the db fails

@@ -14,6 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
+import tokencost._spool as spool_mod
 import tokencost.ledger as ledger_mod
 import tokencost.record as record_mod
 from tests.fakeserver import FakeOpenAI
@@ -25,7 +26,7 @@ from tokencost.record import CallRecord, build_record
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ledger_mod, "_warned", set())  # "one warning per process", per test
+    monkeypatch.setattr(spool_mod, "_warned", set())  # "one warning per process", per test
     monkeypatch.setattr(record_mod, "_warned_pid", None)  # the same for invalid usage
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
@@ -147,7 +148,7 @@ def test_parse_since() -> None:
     assert parse_since("7d", now=now) == datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
     assert parse_since("12h", now=now) == datetime(2026, 11, 29, 0, tzinfo=timezone.utc)
     assert parse_since("2026-11-01", now=now) == datetime(2026, 11, 1, tzinfo=timezone.utc)
-    with pytest.raises(Exception, match="not a date or a duration"):
+    with pytest.raises(Exception, match="invalid date"):
         parse_since("last tuesday", now=now)
 
 

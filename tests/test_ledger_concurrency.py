@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import tokencost.ledger as ledger_mod
+import tokencost._spool as spool_mod
 from tests.ledger_helpers import REPO, fresh, ids_in, integrity, run_writer, template_record, writer_cmd, writer_env
 from tokencost.ledger import Ledger, LedgerWarning, open_ledger
 
@@ -22,7 +22,7 @@ PROCS, PER_PROC = 4, 200
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ledger_mod, "_warned", set())
+    monkeypatch.setattr(spool_mod, "_warned", set())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 

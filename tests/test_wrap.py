@@ -402,12 +402,12 @@ def test_pre_call_estimate_is_recorded_next_to_the_api_count(client, db):
 
 
 def test_small_prompts_are_counted_in_place_and_big_ones_on_the_helper(client, db, monkeypatch):
-    import tokencost.wrap as wrap
+    import tokencost._precall as precall
     from tokencost.counting import count_prompt_tokens
 
     handed = []
-    real_helper = wrap._helper
-    monkeypatch.setattr(wrap, "_helper", lambda: handed.append(1) or real_helper())
+    real_helper = precall._helper
+    monkeypatch.setattr(precall, "_helper", lambda: handed.append(1) or real_helper())
     recorded = [{"role": "user", "content": "What's the weather like in SF?"}]
     client.chat.completions.create(model="gpt-4o", messages=recorded)
     assert handed == []  # a short prompt: no thread hand-off
@@ -424,7 +424,8 @@ def test_small_prompts_are_counted_in_place_and_big_ones_on_the_helper(client, d
 def test_new_text_chars_skips_remembered_and_short_strings():
     from tokencost import _memo
     from tokencost.counting import count_text_tokens
-    from tokencost.wrap import _INLINE_CHARS, _new_text_chars
+    from tokencost._precall import INLINE_CHARS as _INLINE_CHARS
+    from tokencost._precall import new_text_chars as _new_text_chars
 
     seen = "An old message that the memo has already counted, long enough to matter."
     count_text_tokens(seen, "gpt-4o", memo=True)

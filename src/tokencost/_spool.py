@@ -10,24 +10,47 @@ forever: the ledger moves them to ``<spool>.bad``, one JSON line each, for a hum
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 import os
 import sqlite3
+import threading
 import uuid
+import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .record import COLUMNS, CallRecord
 
-__all__ = ["append_line", "take_spool", "take_spool_safe", "read_spool", "insert_spooled", "row_problem",
-           "row_params", "record_params", "params_problem", "dumps_row", "loose_line", "live_name"]
+__all__ = ["LedgerWarning", "Spools", "warn_once", "describe", "params_of", "append_line", "take_spool", "take_spool_safe", "read_spool", "insert_spooled", "row_problem",
+           "merge_spools", "row_params", "record_params", "params_problem", "dumps_row", "loose_line", "live_name"]
 
 _INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 # Skips a row already merged (same id) but, unlike INSERT OR IGNORE, still fails on a NOT NULL
 # violation, so a broken row is set aside instead of silently vanishing.
 _INSERT_MERGE = _INSERT + " ON CONFLICT(id) DO NOTHING"
 _SQLITE_INT = (-(2**63), 2**63)
+
+
+class LedgerWarning(UserWarning):
+    """The ledger could not be written; rows were spooled or set aside in a ``.bad`` file (or, in
+    the worst case, lost), or a call's reported usage was invalid and was not stored."""
+
+    __module__ = "tokencost.ledger"  # where users import it from
+
+
+_warn_lock = threading.Lock()
+_warned: set[tuple[int, str]] = set()  # (pid, kind): one warning per kind of trouble per process
+
+
+def warn_once(message: str, kind: str = "spool") -> None:
+    with _warn_lock:
+        key = (os.getpid(), kind)
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(LedgerWarning(message), stacklevel=5)
 
 
 def _lock(fd: int) -> None:
@@ -201,3 +224,166 @@ def params_problem(params: list[Any]) -> str | None:
             continue
         return f"{col} is a {type(value).__name__}, not a number or text"
     return None
+
+
+def merge_spools(spools: "Spools", conn: sqlite3.Connection, retry: Callable[[Callable[[], Any]], Any]) -> int:
+    """Merge every spool file into ``conn``, each row exactly once; returns rows merged.
+    ``retry`` runs a function again while SQLite says busy (the ledger's own policy)."""
+    merged = 0
+    for path in spools.files():
+        try:
+            merged += _merge_file(spools, conn, path, retry)
+        except Exception:
+            # The database is busy/broken right now: the file stays (as .merging-*) and the next
+            # open merges it. One bad row cannot land here: _merge_file sets those aside.
+            continue
+    return merged
+
+
+def _merge_file(spools: "Spools", conn: sqlite3.Connection, path: Path, retry: Callable[[Callable[[], Any]], Any]) -> int:
+    taken = path if ".merging-" in path.name else take_spool_safe(path)
+    if taken is None or not taken.exists():
+        return 0
+    rows, torn = read_spool(taken)
+    rejected: list[tuple[dict[str, Any], str]] = []
+    if rows:
+        retry(lambda: rejected.extend(insert_spooled(conn, rows)))
+    aside = torn + [dumps_row(r) for r, _ in rejected]
+    if aside:
+        reasons = [f"{len(torn)} unreadable line(s)"] if torn else []
+        if rejected:
+            reasons.append(f"{rejected[0][1]}" + (f" and {len(rejected) - 1} more" if len(rejected) > 1 else ""))
+        if not spools.set_aside(aside, "; ".join(reasons), near=taken):
+            return len(rows) - len(rejected)  # keep the taken file: its rows stay recoverable
+    try:
+        taken.unlink()
+    except FileNotFoundError:
+        pass  # another process merged the same leftover file: ON CONFLICT made it harmless
+    return len(rows) - len(rejected)
+
+
+class Spools:
+    """The spool files of the ledger at ``db_path``: beside it, else in the user cache dir."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+
+    @property
+    def path(self) -> Path:
+        """The spool beside the database: ``<db>.spool.jsonl``."""
+        return self.db_path.with_name(self.db_path.name + ".spool.jsonl")
+
+    @property
+    def fallback_path(self) -> Path:
+        """Where rows go when the database's directory is not writable either."""
+        import platformdirs
+
+        key = hashlib.sha256(str(self.db_path.resolve()).encode()).hexdigest()[:16]
+        base = Path(platformdirs.user_cache_dir("tokencost", appauthor=False)) / "spool"
+        return base / f"{self.db_path.name}-{key}.spool.jsonl"
+
+    def live(self) -> list[Path]:
+        out: list[Path] = []
+        for where in (lambda: self.path, lambda: self.fallback_path):
+            try:
+                out.append(where())
+            except Exception:  # e.g. a path with no file name: no spool can live beside it
+                pass
+        return out
+
+    def files(self) -> list[Path]:
+        """Every spool file, including ones a merge took aside and did not finish."""
+        out: list[Path] = []
+        for live in self.live():
+            try:
+                out.extend(sorted(live.parent.glob(live.name + ".merging-*")))
+            except OSError:
+                pass
+            out.append(live)
+        return out
+
+    def pending(self) -> list[tuple[Path, int]]:
+        """Spool files holding rows that wait to be merged, with how many rows each holds."""
+        out = []
+        for path in self.files():
+            try:
+                if path.is_file():
+                    rows, _ = read_spool(path)
+                    if rows:
+                        out.append((path, len(rows)))
+            except OSError:
+                pass
+        return out
+
+    def keep(self, line: str, cause: str) -> None:
+        """Append a row the database could not take (``cause`` says why) to the first spool that
+        works; one warning per process, or a loud warning with the row itself if none works."""
+        errors = []
+        for target in self.live():
+            try:
+                append_line(target, line)
+            except Exception as spool_exc:
+                errors.append(f"{target}: {spool_exc}")
+                continue
+            warn_once(
+                f"tokencost could not write the ledger {self.db_path} ({cause}); "
+                f"calls are being kept in {target} and will be merged the next time the ledger opens"
+            )
+            return
+        # Both spools failed: the row cannot be kept. Say so every time, with the row itself, so
+        # nothing is ever lost silently.
+        warnings.warn(LedgerWarning(
+            f"tokencost LOST a ledger row: {cause}; spools failed ({'; '.join(errors)}); row: {line}"), stacklevel=4)
+
+    def set_aside(self, lines: list[str], reason: str, near: Path | None = None) -> bool:
+        """Keep rows that can never be inserted in ``<spool>.bad`` (beside ``near``, else beside the
+        database, else in the cache dir) so a human can fix them. True once they are safely kept."""
+        candidates = [near] if near is not None else []
+        candidates += self.live()
+        errors = []
+        for spool in candidates:
+            target = spool.with_name(live_name(spool.name) + ".bad")
+            try:
+                append_line(target, "\n".join(lines))
+            except Exception as exc:
+                errors.append(f"{target}: {exc}")
+                continue
+            warn_once(
+                f"tokencost set aside {len(lines)} ledger row{'s' if len(lines) != 1 else ''} that cannot be "
+                f"stored ({reason}) in {target}; the other calls are recorded normally", kind="bad")
+            return True
+        warnings.warn(LedgerWarning(
+            f"tokencost LOST {len(lines)} ledger row(s) that cannot be stored ({reason}); could not keep them "
+            f"aside ({'; '.join(errors)}); rows: {' '.join(lines)}"), stacklevel=4)
+        return False
+
+
+def params_of(rec: CallRecord | Mapping[str, Any]) -> list[Any]:
+    """The values to insert, in column order; ValueError for a record that is not a row at all."""
+    if isinstance(rec, CallRecord):
+        params = record_params(rec)
+    else:
+        row = dict(rec)
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        params = row_params(row)
+    if not isinstance(params[0], str) or not params[0]:
+        raise ValueError("record has no id")
+    return params
+
+
+def describe(path: Path, exc: BaseException | None) -> str:
+    text = str(exc) if exc is not None else "unknown error"
+    low = text.lower()
+    if "not a database" in low or "malformed" in low:
+        return f"ledger {path} is not a readable SQLite database ({text}); move it aside or pass --db"
+    if "readonly" in low or "read-only" in low or isinstance(exc, PermissionError):
+        return f"ledger {path} is read-only ({text})"
+    if "disk is full" in low or "no space" in low:
+        return f"disk full writing ledger {path} ({text})"
+    if "locked" in low or "busy" in low:
+        return f"ledger {path} stayed locked by another process ({text})"
+    if "unable to open" in low:
+        return f"cannot open ledger {path} ({text}); check the directory exists and is writable"
+    return f"cannot use ledger {path} ({text})"

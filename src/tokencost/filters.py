@@ -38,12 +38,13 @@ def get_zone(tz: str) -> Any:
         raise UsageError(f"unknown time zone {tz!r}; use an IANA name such as UTC or Europe/Paris") from None
 
 
-_REL = re.compile(r"^(\d+)([hdw])$")
+_REL = re.compile(r"^(\d+)([smhdw])$")
+_SPAN = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_when(value: str, *, tz: str = "UTC", end: bool = False, now: datetime | None = None,
                option: str = "--since") -> datetime:
-    """``YYYY-MM-DD``, an ISO date-time, or ``7d``/``12h``/``2w`` ago -> aware UTC datetime.
+    """``YYYY-MM-DD``, an ISO date-time, or ``7d``/``12h``/``30m``/``2w`` ago -> aware UTC datetime.
 
     A bare date is the start of that day in ``tz``; with ``end=True`` (``--until``) the day is
     included, i.e. the result is the start of the next day. Naive date-times are read in ``tz``.
@@ -52,8 +53,7 @@ def parse_when(value: str, *, tz: str = "UTC", end: bool = False, now: datetime 
     v = value.strip()
     m = _REL.match(v)
     if m:
-        n, unit = int(m.group(1)), m.group(2)
-        delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+        delta = timedelta(**{_SPAN[m.group(2)]: int(m.group(1))})
         return (now or datetime.now(timezone.utc)).astimezone(timezone.utc) - delta
     try:
         if len(v) == 10:
@@ -65,7 +65,7 @@ def parse_when(value: str, *, tz: str = "UTC", end: bool = False, now: datetime 
     except ValueError:
         raise UsageError(
             f"invalid date {value!r} for {option}: use YYYY-MM-DD, an ISO date-time "
-            "(2026-11-29T08:00) or a span ago such as 7d, 12h, 2w"
+            "(2026-11-29T08:00) or a span ago such as 7d, 12h, 30m, 2w"
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=zone)
@@ -99,7 +99,7 @@ class Filters:
             parts.append(f"(model IN ({marks}) OR model_requested IN ({marks}))")
             params += list(self.models) * 2
         for k, v in self.tags:
-            parts.append(f"json_extract(tags, ?) = ?")
+            parts.append("json_extract(tags, ?) = ?")
             params += [json_path(k), v]
         return (" WHERE " + " AND ".join(parts)) if parts else "", params
 

@@ -22,21 +22,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import sqlite3
 import threading
 import time
-import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ._ledger_schema import MIGRATION_SET, MIGRATIONS, apply_migrations
-from ._spool import (append_line, dumps_row, insert_spooled, live_name, loose_line, params_problem, read_spool,
-                     record_params, row_params, take_spool_safe)
+from ._spool import LedgerWarning, Spools, describe, dumps_row, loose_line, merge_spools, params_of, params_problem
 from .errors import LedgerError, UsageError
 from .record import COLUMNS, CallRecord, iso_utc
 
@@ -57,11 +52,6 @@ __all__ = [
 _BUSY_MS = 5000
 
 
-class LedgerWarning(UserWarning):
-    """The ledger could not be written; rows were spooled or set aside in a ``.bad`` file (or, in
-    the worst case, lost), or a call's reported usage was invalid and was not stored."""
-
-
 def default_db_path() -> Path:
     """``$TOKENCOST_DB`` or ``<user data dir>/tokencost/ledger.db``."""
     env = os.environ.get("TOKENCOST_DB")
@@ -70,21 +60,6 @@ def default_db_path() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("tokencost", appauthor=False)) / "ledger.db"
-
-
-# ---------------------------------------------------------------------------------- warnings
-
-_warn_lock = threading.Lock()
-_warned: set[tuple[int, str]] = set()  # (pid, kind): one warning per kind of trouble per process
-
-
-def _warn_once(message: str, kind: str = "spool") -> None:
-    with _warn_lock:
-        key = (os.getpid(), kind)
-        if key in _warned:
-            return
-        _warned.add(key)
-    warnings.warn(LedgerWarning(message), stacklevel=4)
 
 
 # ---------------------------------------------------------------------------------- the ledger
@@ -113,6 +88,7 @@ class Ledger:
         self._lock = threading.RLock()
         self._degraded_until = 0.0  # after a failure, spool straight away for a little while
         self._readonly = False
+        self.spools = Spools(self.path)
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
@@ -123,52 +99,26 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- spool locations -----------------------------------------------------------------------
+    # -- spools --------------------------------------------------------------------------------
     @property
     def spool_path(self) -> Path:
         """The spool beside the database: ``<db>.spool.jsonl``."""
-        return self.path.with_name(self.path.name + ".spool.jsonl")
+        return self.spools.path
 
     @property
     def fallback_spool_path(self) -> Path:
         """Where rows go when the database's directory is not writable either."""
-        import platformdirs
-
-        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
-        base = Path(platformdirs.user_cache_dir("tokencost", appauthor=False)) / "spool"
-        return base / f"{self.path.name}-{key}.spool.jsonl"
-
-    def _live_spools(self) -> list[Path]:
-        out: list[Path] = []
-        for where in (lambda: self.spool_path, lambda: self.fallback_spool_path):
-            try:
-                out.append(where())
-            except Exception:  # e.g. a path with no file name: no spool can live beside it
-                pass
-        return out
-
-    def _spool_files(self) -> list[Path]:
-        out: list[Path] = []
-        for live in self._live_spools():
-            try:
-                out.extend(sorted(live.parent.glob(live.name + ".merging-*")))
-            except OSError:
-                pass
-            out.append(live)
-        return out
+        return self.spools.fallback_path
 
     def spooled(self) -> list[tuple[Path, int]]:
         """Spool files holding rows that wait to be merged, with how many rows each holds."""
-        out = []
-        for path in self._spool_files():
-            try:
-                if path.is_file():
-                    rows, _ = read_spool(path)
-                    if rows:
-                        out.append((path, len(rows)))
-            except OSError:
-                pass
-        return out
+        return self.spools.pending()
+
+    def _spool(self, row: dict[str, Any], exc: BaseException) -> None:
+        self.spools.keep(dumps_row(row), describe(self.path, getattr(self, "_last_error", exc)))
+
+    def _set_aside(self, lines: list[str], reason: str) -> bool:
+        return self.spools.set_aside(lines, reason)
 
     # -- opening --------------------------------------------------------------------------------
     def open(self, *, must_exist: bool = False) -> "Ledger":
@@ -193,7 +143,7 @@ class Ledger:
             except LedgerError:
                 raise
             except (sqlite3.Error, OSError) as exc:
-                raise LedgerError(_describe(self.path, exc)) from None
+                raise LedgerError(describe(self.path, exc)) from None
         return self
 
     def _check_path(self) -> None:
@@ -225,7 +175,7 @@ class Ledger:
         self._conn = conn
         self._readonly = False
         try:
-            self._merge_spools(conn)
+            merge_spools(self.spools, conn, self._retry)
         except Exception:  # never a reason to fail the open: the spool waits for the next one
             pass
         return conn
@@ -291,7 +241,7 @@ class Ledger:
         """Append one row. Never raises: on failure the row is spooled and one warning emitted;
         a row that could never be stored is set aside in ``<spool>.bad`` (also with a warning)."""
         try:
-            params = _params_of(rec)
+            params = params_of(rec)
             problem = params_problem(params)
         except Exception as exc:  # a malformed record is our bug: still never break the call
             self._set_aside([loose_line(rec)], f"bad record: {exc}")
@@ -332,81 +282,6 @@ class Ledger:
                 pass
         self._conn = None
 
-    def _spool(self, row: dict[str, Any], exc: BaseException) -> None:
-        line = dumps_row(row)
-        cause = getattr(self, "_last_error", exc)
-        errors = []
-        for target in self._live_spools():
-            try:
-                append_line(target, line)
-            except Exception as spool_exc:
-                errors.append(f"{target}: {spool_exc}")
-                continue
-            _warn_once(
-                f"tokencost could not write the ledger {self.path} ({_describe(self.path, cause)}); "
-                f"calls are being kept in {target} and will be merged the next time the ledger opens"
-            )
-            return
-        # Both spools failed: the row cannot be kept. Say so every time, with the row itself, so
-        # nothing is ever lost silently.
-        warnings.warn(LedgerWarning(
-            f"tokencost LOST a ledger row: {_describe(self.path, cause)}; spools failed ({'; '.join(errors)}); "
-            f"row: {line}"), stacklevel=3)
-
-    def _set_aside(self, lines: list[str], reason: str, near: Path | None = None) -> bool:
-        """Keep rows that can never be inserted in ``<spool>.bad`` (beside ``near``, else beside the
-        database, else in the cache dir) so a human can fix them. True once they are safely kept."""
-        candidates = [near] if near is not None else []
-        candidates += self._live_spools()
-        errors = []
-        for spool in candidates:
-            target = spool.with_name(live_name(spool.name) + ".bad")
-            try:
-                append_line(target, "\n".join(lines))
-            except Exception as exc:
-                errors.append(f"{target}: {exc}")
-                continue
-            _warn_once(
-                f"tokencost set aside {len(lines)} ledger row{'s' if len(lines) != 1 else ''} that cannot be "
-                f"stored ({reason}) in {target}; the other calls are recorded normally", kind="bad")
-            return True
-        warnings.warn(LedgerWarning(
-            f"tokencost LOST {len(lines)} ledger row(s) that cannot be stored ({reason}); could not keep them "
-            f"aside ({'; '.join(errors)}); rows: {' '.join(lines)}"), stacklevel=3)
-        return False
-
-    def _merge_spools(self, conn: sqlite3.Connection) -> int:
-        merged = 0
-        for path in self._spool_files():
-            try:
-                merged += self._merge_file(conn, path)
-            except Exception:
-                # The database is busy/broken right now: the file stays (as .merging-*) and the next
-                # open merges it. One bad row cannot land here: _merge_file sets those aside.
-                continue
-        return merged
-
-    def _merge_file(self, conn: sqlite3.Connection, path: Path) -> int:
-        taken = path if ".merging-" in path.name else take_spool_safe(path)
-        if taken is None or not taken.exists():
-            return 0
-        rows, torn = read_spool(taken)
-        rejected: list[tuple[dict[str, Any], str]] = []
-        if rows:
-            self._retry(lambda: rejected.extend(insert_spooled(conn, rows)))
-        aside = torn + [dumps_row(r) for r, _ in rejected]
-        if aside:
-            reasons = [f"{len(torn)} unreadable line(s)"] if torn else []
-            if rejected:
-                reasons.append(f"{rejected[0][1]}" + (f" and {len(rejected) - 1} more" if len(rejected) > 1 else ""))
-            if not self._set_aside(aside, "; ".join(reasons), near=taken):
-                return len(rows) - len(rejected)  # keep the taken file: its rows stay recoverable
-        try:
-            taken.unlink()
-        except FileNotFoundError:
-            pass  # another process merged the same leftover file: ON CONFLICT made it harmless
-        return len(rows) - len(rejected)
-
     # -- reading --------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
         try:
@@ -428,7 +303,7 @@ class Ledger:
                 names = [d[0] for d in cur.description or ()]
                 return [dict(zip(names, r)) for r in cur.fetchall()]
             except (sqlite3.Error, OSError) as exc:
-                raise LedgerError(_describe(self.path, exc)) from None
+                raise LedgerError(describe(self.path, exc)) from None
 
     def calls(self, *, since: datetime | None = None, model: str | None = None,
               limit: int | None = None) -> list[dict[str, Any]]:
@@ -460,56 +335,13 @@ class _Rejected(Exception):
     """SQLite refused this one row (a constraint); the database itself is fine."""
 
 
-def _params_of(rec: CallRecord | Mapping[str, Any]) -> list[Any]:
-    """The values to insert, in column order; ValueError for a record that is not a row at all."""
-    if isinstance(rec, CallRecord):
-        params = record_params(rec)
-    else:
-        row = dict(rec)
-        unknown = set(row) - set(COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown columns {sorted(unknown)}")
-        params = row_params(row)
-    if not isinstance(params[0], str) or not params[0]:
-        raise ValueError("record has no id")
-    return params
-
-
-def _describe(path: Path, exc: BaseException | None) -> str:
-    text = str(exc) if exc is not None else "unknown error"
-    low = text.lower()
-    if "not a database" in low or "malformed" in low:
-        return f"ledger {path} is not a readable SQLite database ({text}); move it aside or pass --db"
-    if "readonly" in low or "read-only" in low or isinstance(exc, PermissionError):
-        return f"ledger {path} is read-only ({text})"
-    if "disk is full" in low or "no space" in low:
-        return f"disk full writing ledger {path} ({text})"
-    if "locked" in low or "busy" in low:
-        return f"ledger {path} stayed locked by another process ({text})"
-    if "unable to open" in low:
-        return f"cannot open ledger {path} ({text}); check the directory exists and is writable"
-    return f"cannot use ledger {path} ({text})"
-
-
 def open_ledger(path: str | os.PathLike[str] | None = None, *, must_exist: bool = False) -> Ledger:
     """Open (create/migrate) the ledger now; ``must_exist`` -> LedgerError naming the path."""
     return Ledger(path).open(must_exist=must_exist)
 
 
-_SINCE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """``7d``, ``12h``, ``30m``, ``2w`` (ago) or an ISO date/datetime (UTC if no zone)."""
-    now = now or datetime.now(timezone.utc)
-    m = _SINCE_RE.match(text or "")
-    if m:
-        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--since {text!r} is not a date or a duration; use e.g. 2026-11-01, 2026-11-01T09:00 or 7d / 12h"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    from .filters import parse_when
+
+    return parse_when(text, now=now)

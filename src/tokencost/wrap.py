@@ -28,7 +28,6 @@ measured cost of that choice is in ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import inspect
-import os
 import threading
 import time
 import warnings
@@ -36,6 +35,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._precall import Estimate, wants_helper
 from ._wrapstream import StreamLog, body_of, header, watch_async_stream, watch_lazy_response, watch_stream
 from .errors import BudgetExceeded
 from .tagging import current_tags, tags
@@ -214,11 +214,11 @@ class _Call:
                 options = _with_usage_requested(options)
                 self.hide_usage = True
         self.options = options
-        self.estimate = _Estimate(endpoint, body)
+        self.estimate = Estimate(endpoint, body)
         if tracker.budgets_possible():
             # a budget needs the estimate before the request goes out
             _check_budgets(tracker, body.get("model"), self.estimate.result(), self.tags)
-        elif _new_text_chars(body) > _INLINE_CHARS:
+        elif wants_helper(body):
             self.estimate.in_background()  # counted while the request is on the wire
         # else: counted on this thread when the row is written, which costs less than waking a helper
 
@@ -332,122 +332,6 @@ def _with_usage_requested(options: Any) -> Any:
     body["stream_options"] = {**(asked if isinstance(asked, dict) else {}), "include_usage": True}
     new.json_data = body
     return new
-
-
-class _Estimate:
-    """Our prompt-token count for one call. With no budget to check it is counted on a helper
-    thread while the request is on the wire (the calling thread is blocked on the socket then);
-    whoever takes the lock first — the helper, or the call's own thread when the row is written —
-    computes it, so a busy helper never delays a row. One plain lock per call (an Event would
-    build a Condition: several times the cost, on every call)."""
-
-    __slots__ = ("endpoint", "body", "value", "_done", "_lock")
-
-    def __init__(self, endpoint: str, body: dict[str, Any]) -> None:
-        self.endpoint, self.body = endpoint, body
-        self.value: int | None = None
-        self._done = False
-        self._lock = threading.Lock()
-
-    def run(self) -> None:
-        """On the helper: count unless the call's thread is at it (then it needs no help)."""
-        if self._lock.acquire(blocking=False):
-            try:
-                if not self._done:
-                    self.value = _estimate_prompt_tokens(self.endpoint, self.body)
-                    self._done = True
-            finally:
-                self._lock.release()
-
-    def result(self) -> int | None:
-        if not self._done:
-            if not self._lock.acquire(timeout=10.0):  # the helper is counting right now
-                return self.value
-            try:
-                if not self._done:
-                    self.value = _estimate_prompt_tokens(self.endpoint, self.body)
-                    self._done = True
-            finally:
-                self._lock.release()
-        return self.value
-
-    def in_background(self) -> None:
-        _helper().put(self)
-
-
-# Up to this much text not counted before (~130 us of encoding), the estimate is made on the
-# calling thread after the response; more goes to the helper thread while the request is on the
-# wire. Waking the helper and sharing the GIL with it measured 150-300 us per call on 2 CPUs
-# (bench/RESULTS.md), so a small prompt is cheaper to count in place.
-_INLINE_CHARS = 2_000
-_SHORT = 32  # strings this short (roles, ids, names) cost next to nothing to encode
-_BODY_KEYS = ("messages", "input", "prompt", "instructions", "tools", "functions")
-
-
-def _new_text_chars(body: dict[str, Any]) -> int:
-    """Characters of prompt text the token memo has not seen (stops counting past the limit)."""
-    from . import _memo
-
-    total = 0
-    stack: list[Any] = [body.get(k) for k in _BODY_KEYS]
-    visited = 0
-    while stack:
-        value = stack.pop()
-        kind = type(value)
-        if kind is str:
-            if len(value) > _SHORT and not _memo.seen(value):
-                total += len(value)
-                if total > _INLINE_CHARS:
-                    return total
-        elif kind is list or kind is tuple:
-            stack.extend(value)
-        elif kind is dict:
-            stack.extend(value.values())
-        visited += 1
-        if visited > 1_000:  # a huge structure: count it on the helper
-            return _INLINE_CHARS + 1
-    return total
-
-
-_HELPER: tuple[int, Any] | None = None
-_HELPER_LOCK = threading.Lock()
-
-
-def _helper() -> Any:
-    """The queue of the one helper thread of this process (started on first use, again after fork)."""
-    global _HELPER
-    pid = os.getpid()
-    if _HELPER is not None and _HELPER[0] == pid:
-        return _HELPER[1]
-    with _HELPER_LOCK:
-        if _HELPER is not None and _HELPER[0] == pid:
-            return _HELPER[1]
-        import queue
-
-        q: Any = queue.SimpleQueue()
-
-        def loop() -> None:
-            while True:
-                job = q.get()
-                try:
-                    job.run()
-                except BaseException:  # pragma: no cover - run() never raises; keep the helper alive
-                    pass
-
-        threading.Thread(target=loop, name="tokencost-estimate", daemon=True).start()
-        _HELPER = (pid, q)
-        return q
-
-
-def _estimate_prompt_tokens(endpoint: str, body: dict[str, Any]) -> int | None:
-    """Our own prompt-token count, taken before the call (the proxy uses the same function)."""
-    try:
-        from .record import estimate_prompt_tokens
-
-        model = body.get("model")
-        return estimate_prompt_tokens(endpoint, body, model if isinstance(model, str) else None)
-    except Exception:  # a counting bug must not stop the call: the row gets NULL
-        return None
 
 
 def _check_budgets(tracker: _Tracker, model: Any, estimate: int | None, call_tags: dict[str, str]) -> None:
