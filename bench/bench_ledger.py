@@ -4,7 +4,8 @@
     python bench/bench_ledger.py --write    # and replace this script's section in bench/RESULTS.md
 
 Each row is a real record (built once by build_record from the recorded gpt-4o response, then given
-a fresh id), written with Ledger.record(): one committed transaction per row, as in production.
+a fresh id from tokencost.record.new_id, the time-ordered UUIDv7 the wrapper uses), written with
+Ledger.record(): one committed transaction per row, as in production.
 The baseline is the same INSERT through a bare sqlite3 connection (WAL, synchronous=NORMAL), so the
 ratio shows what the ledger's own work costs on this machine in the same run.
 """
@@ -22,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,11 +45,12 @@ def _base_record():
 def write_rows(db: str, n: int, start_at: float | None = None) -> float:
     """Write n rows with Ledger.record; returns seconds spent writing (after start_at)."""
     from tokencost.ledger import Ledger
+    from tokencost.record import new_id
 
     base = _base_record()
     led = Ledger(db)
-    led.record(dataclasses.replace(base, id=uuid.uuid4().hex))  # open + migrate outside the timing
-    recs = [dataclasses.replace(base, id=uuid.uuid4().hex) for _ in range(n)]
+    led.record(dataclasses.replace(base, id=new_id()))  # open + migrate outside the timing
+    recs = [dataclasses.replace(base, id=new_id()) for _ in range(n)]
     if start_at is not None:
         while time.time() < start_at:
             time.sleep(0.0005)
@@ -64,7 +65,7 @@ def write_rows(db: str, n: int, start_at: float | None = None) -> float:
 def raw_rows(db: str, n: int) -> float:
     """Baseline: the same INSERT on a bare sqlite3 connection, one commit per row."""
     from tokencost.ledger import open_ledger
-    from tokencost.record import COLUMNS
+    from tokencost.record import COLUMNS, new_id
 
     open_ledger(db).close()
     base = _base_record()
@@ -72,7 +73,7 @@ def raw_rows(db: str, n: int) -> float:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     sql = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-    rows = [[getattr(dataclasses.replace(base, id=uuid.uuid4().hex), c) for c in COLUMNS] for _ in range(n)]
+    rows = [[getattr(dataclasses.replace(base, id=new_id()), c) for c in COLUMNS] for _ in range(n)]
     t = time.perf_counter()
     for params in rows:
         con.execute(sql, params)

@@ -236,14 +236,19 @@ def decision(results: list[dict]) -> str:
     h_wall, h_cpu = pick("sync", False, "added_median", True), pick("sync", False, "cpu_added", True)
     hh_wall, hh_cpu = pick("helper-estimate", False, "added_median", True), pick("helper-estimate", False, "cpu_added", True)
     he_wall, he_cpu = pick("helper-estimate", False, "added_median"), pick("helper-estimate", False, "cpu_added")
-    worst = max(wall, s_wall, h_wall)
-    verdict = "met" if worst <= 0.5 else "NOT met"
+    verdict = "met" if max(wall, s_wall) <= 0.5 else "NOT met"
+    h_ratio = pick("sync", False, "ratio", True)
+    u_basic, u_hist = pick("sync", False, "untracked_median"), pick("sync", False, "untracked_median", True)
     return (
         f"**Target (<= 0.5 ms added per call at the median): {verdict} on this machine** for the "
-        f"shipped design (sync): non-streamed chat +{wall:.3f} ms wall (+{sync:.3f} ms CPU), streamed "
-        f"+{s_wall:.3f} ms (+{s_cpu:.3f} ms CPU), with a 20-turn history +{h_wall:.3f} ms (+{h_cpu:.3f} ms "
-        "CPU). Every call sends a new user message, so the prompt-token estimate always has new text "
-        "to encode. Repeated runs on this shared machine differ by about 0.1 ms.\n\n"
+        f"shipped design (sync): non-streamed chat {wall:+.3f} ms wall ({sync:+.3f} ms CPU), streamed "
+        f"{s_wall:+.3f} ms ({s_cpu:+.3f} ms CPU). Every call sends a new user message, so the "
+        "prompt-token estimate always has new text to encode. Repeated runs on this shared machine "
+        "differ by about 0.1 ms.\n\n"
+        f"With a 20-turn history resent on every call the added time was {h_wall:+.3f} ms ({h_cpu:+.3f} ms "
+        f"CPU), {h_ratio:.3f}x the untracked call, which itself took {u_hist:.3f} ms against {u_basic:.3f} ms "
+        "for the two-message chat. This scenario is ours, not the issue's; it is reported so that the "
+        "cost of a real chatbot's long prompts is visible.\n\n"
         "### Decision: synchronous writes\n\n"
         "Rows are written on the calling thread, before the call returns (before a stream's last item "
         "is handed over). Issue 3 requires that a `kill -9` loses no row whose call had returned; a "
@@ -258,17 +263,19 @@ def decision(results: list[dict]) -> str:
         "for a CPU) is the better guide.\n\n"
         "### Decision: count small prompts in place, remember texts already counted\n\n"
         "The pre-call prompt estimate used to be handed to a helper thread on every call, to be "
-        "counted while the request was on the wire. `helper-estimate` keeps that design: "
-        f"+{he_wall:.3f} ms wall (+{he_cpu:.3f} ms CPU) for the two-message chat and +{hh_wall:.3f} ms "
-        f"(+{hh_cpu:.3f} ms CPU) with the history, against +{wall:.3f} and +{h_wall:.3f} ms shipped: "
-        "waking the helper and sharing the GIL with it costs more than encoding a short prompt. Now "
-        "a prompt with at most 2,000 characters of text not counted before is counted on the calling "
-        "thread after the response (the helper still takes bigger ones), and texts already counted "
-        "are looked up, not encoded again (`tokencost._memo`), so a chatbot's history costs a dict "
-        "lookup per message. The rest of the saving came from removing system calls and cold-cache "
-        "work from every call: the price is looked up once a second instead of stat-ing the user "
-        "prices file, costs are integer picodollar arithmetic, the budget check answers from its "
-        "cache without a stat, ids are time-ordered (UUIDv7) so inserts land on the index's last "
+        "counted while the request was on the wire; `helper-estimate` keeps that design. In this run: "
+        f"{he_wall:+.3f} ms wall ({he_cpu:+.3f} ms CPU on the calling thread) for the two-message chat and "
+        f"{hh_wall:+.3f} ms ({hh_cpu:+.3f} ms CPU) with the history, against {wall:+.3f} and {h_wall:+.3f} ms "
+        "shipped. The helper takes the counting off the calling thread, but waking it and sharing the "
+        "GIL with it cost about as much wall time as encoding a short prompt, so a prompt with at most "
+        "2,000 characters of text not counted before (about 0.1 ms of encoding) is counted on the "
+        "calling thread, and only bigger ones go to the helper. Texts already counted are looked up, "
+        "not encoded again (`tokencost._memo`), so a chatbot's history costs a dict lookup per "
+        "message. Most of the saving against the earlier design (+0.54 ms) came from removing "
+        "system calls and cold-cache work from every call: the price is looked up once a second "
+        "instead of stat-ing the user prices file, costs are integer picodollar arithmetic, the budget "
+        "check answers from its cache without a stat, the estimate's hand-off uses a plain lock "
+        "instead of an Event, ids are time-ordered (UUIDv7) so inserts land on the index's last "
         "page, and migration 004 drops an index no query used."
     )
 

@@ -170,6 +170,17 @@ def test_authorization_goes_upstream_and_never_into_the_ledger(ledger_db, fake_o
     assert SECRET.encode() not in data and b"Bearer" not in data and b"authorization" not in data.lower()
 
 
+def test_headers_named_in_connection_are_not_forwarded_either_way(ledger_db):
+    with ScriptedUpstream([]) as up, ProxyServer(ProxyConfig(upstream=up.base_url, db=ledger_db), port=0) as srv:
+        got = httpx.get(srv.base_url + "/echo?hop=1", headers={
+            "Connection": "keep-alive, X-Client-Hop", "X-Client-Hop": "client-to-proxy", "X-End-To-End": "kept"})
+    echoed = dict(got.json()["headers"])
+    assert echoed["x-end-to-end"] == "kept"  # an ordinary header still goes through
+    assert "x-client-hop" not in echoed and "connection" not in echoed
+    assert got.headers["x-upstream"] == "scripted"
+    assert "x-hop-only" not in got.headers  # upstream named it in its Connection header
+
+
 def test_unbilled_paths_and_any_method_are_forwarded_not_logged(proxy, fake_openai):
     for method, path in (("GET", "/models"), ("DELETE", "/files/file-abc"), ("PROPFIND", "/x"),
                          ("GET", "/chat/completions")):  # GET lists stored completions: not billed

@@ -83,7 +83,8 @@ def sse_chunk(i: int, content: str | None, *, model: str = "gpt-4o-2024-08-06") 
 class ScriptedUpstream:
     """``POST .../chat/completions`` streams ``events`` (bytes), waiting ``gap`` seconds between them
     and, before event ``hold_at``, until ``release`` is set. ``GET .../echo`` answers the request
-    headers it received as JSON. ``gone_at`` is the event index whose write failed (client gone)."""
+    headers it received as JSON (with ``?hop=1`` it also sends a header its ``Connection`` header
+names). ``gone_at`` is the event index whose write failed (client gone)."""
 
     def __init__(self, events: list[bytes], *, gap: float = 0.0, hold_at: int | None = None) -> None:
         self.events = events
@@ -107,6 +108,9 @@ class ScriptedUpstream:
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.send_header("x-upstream", "scripted")
+                if "hop=1" in self.path:  # a header this hop names as its own (RFC 9110 §7.6.1)
+                    self.send_header("x-hop-only", "upstream-to-proxy")
+                    self.send_header("connection", "x-hop-only")
                 self.end_headers()
                 self.wfile.write(body)
 

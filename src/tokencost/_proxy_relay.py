@@ -22,7 +22,7 @@ import anyio.lowlevel
 import httpx
 
 from ._proxy_sse import SSETap
-from .proxy import HOP_BY_HOP, _exc_error_type
+from .proxy import _exc_error_type, hop_by_hop
 
 __all__ = ["Relay", "UpstreamBroke"]
 
@@ -69,9 +69,10 @@ class Relay:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         hiding = self.tap is not None and self.tap.hide_usage_chunk
+        drop = hop_by_hop(self.upstream.headers.raw)
         headers = [
             (k, v) for k, v in self.upstream.headers.raw
-            if (lk := k.lower()) not in HOP_BY_HOP and not (hiding and lk == b"content-length")
+            if (lk := k.lower()) not in drop and not (hiding and lk == b"content-length")
         ]
         try:
             async with anyio.create_task_group() as tg:

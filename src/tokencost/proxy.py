@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import unquote
 
 from .errors import BudgetExceeded, UsageError
@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_UPSTREAM",
     "HOP_BY_HOP",
+    "hop_by_hop",
     "ProxyConfig",
     "RecordSink",
     "block_stop_signals",
@@ -72,6 +73,16 @@ HOP_BY_HOP = frozenset(
     b"connection keep-alive proxy-connection proxy-authenticate proxy-authorization te trailer "
     b"trailers transfer-encoding upgrade".split()
 )
+
+
+def hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """:data:`HOP_BY_HOP` plus every header a ``Connection`` header names (RFC 9110 §7.6.1:
+    ``Connection: close, X-Foo`` makes ``X-Foo`` hop-by-hop too). Names are lower-case bytes."""
+    named = {name.strip().lower() for k, v in headers if k.lower() == b"connection" for name in v.split(b",")}
+    named.discard(b"")
+    return HOP_BY_HOP | named if named else HOP_BY_HOP
+
+
 # host and content-length are recomputed by httpx; expect: the proxy already holds the body.
 _DROP_REQUEST = HOP_BY_HOP | {b"host", b"content-length", b"expect", TAGS_HEADER.encode()}
 _DROP_REQUEST_BILLED = _DROP_REQUEST | {b"accept-encoding"}
@@ -370,7 +381,7 @@ def create_app(config: ProxyConfig, sink: RecordSink) -> Any:
             url += "?" + scope["query_string"].decode("latin-1")
         endpoint = endpoint_for_path(rel) if request.method == "POST" else None
 
-        drop = _DROP_REQUEST_BILLED if endpoint else _DROP_REQUEST
+        drop = (_DROP_REQUEST_BILLED if endpoint else _DROP_REQUEST) | hop_by_hop(scope["headers"])
         headers = [(k, v) for k, v in scope["headers"] if k not in drop]
         call: _Call | None = None
         hide_usage = False
