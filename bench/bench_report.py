@@ -73,6 +73,15 @@ def rows(n: int, seed: int, end: datetime):
                None, 0, tags, rnd.choice(("bot", "batch")), "wrap", None, None)
 
 
+def _indexes(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls' "
+                                          "AND sql IS NOT NULL ORDER BY name")]
+    finally:
+        con.close()
+
+
 def build(path: Path, n: int, end: datetime) -> tuple[float, int]:
     if path.exists():
         con = sqlite3.connect(path)
@@ -190,7 +199,7 @@ def main() -> None:
             f"- Machine: `{subprocess.run(['uname', '-a'], capture_output=True, text=True).stdout.strip() or uname}`, "
             f"nproc {os.cpu_count()}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}",
             f"- Ledger: {a.rows:,} calls over 90 days, {size_mb:.0f} MB, built by the real migrations "
-            f"(indexes calls_started_at, calls_model) + one executemany "
+            f"(indexes: {', '.join(_indexes(big))}) + one executemany "
             f"({f'{gen_big:.0f} s' if gen_big else 'reused from bench/_work'}); 5 models, 3% failed, "
             "5% estimated, 4% unpriced, JSON tags. Every command runs in a fresh process (start-up and imports "
             f"included); best of {a.repeat}; peak RSS of that process. Same commands on a {a.small:,}-call ledger "
