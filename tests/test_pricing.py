@@ -263,13 +263,17 @@ def test_cost_pico_refuses_what_cost_refuses(args):
         p.cost_pico(*args)
 
 
-def test_price_for_recent_is_price_for_and_remembers_errors(monkeypatch):
+def test_price_for_recent_is_price_for(monkeypatch):
     day = date(2025, 1, 1)
     assert pricing.price_for_recent("gpt-4o", day) == price_for("gpt-4o", day)
     assert pricing.price_for_recent("gpt-4o", datetime(2025, 1, 1, 23, 59, tzinfo=timezone.utc)) == price_for("gpt-4o", day)
-    for _ in range(2):  # the second answer comes from the cache, and is the same error
-        with pytest.raises(UnknownModel):
+    assert pricing.price_for_recent("gpt-4o", day) is pricing.price_for_recent("gpt-4o", day)  # remembered
+    errors = []
+    for _ in range(2):
+        with pytest.raises(UnknownModel) as info:
             pricing.price_for_recent("no-such-model-xyz", day)
+        errors.append(info.value)
+    assert errors[0] is not errors[1]  # each error is raised fresh
     # a different prices setting is a different cache entry, seen at once
     user = REPO / "tests" / "_tmp_prices_never_written.csv"
     monkeypatch.setenv("TOKENCOST_PRICES", str(user))

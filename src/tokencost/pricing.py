@@ -27,7 +27,7 @@ import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
-from .errors import InputError, TokencostError, UnknownModel, UnpricedModel, UsageError
+from .errors import InputError, UnknownModel, UnpricedModel, UsageError
 from .price_rows import (
     _DATE_SUFFIX, _MISSING_REGISTRY, COLUMNS, Cost, Price, _check_overlaps, _decimal, bundled_dir, from_pico,
     load_price_file, to_pico, user_prices_path,
@@ -201,7 +201,7 @@ def price_for(model: str, at: date | datetime | None = None) -> Price:
     raise UnpricedModel(model, day, f"{via} (priced {_coverage(rows)})")
 
 
-_RECENT: dict[tuple[str, date, str | None, str | None, str | None], tuple[float, Price | Exception]] = {}
+_RECENT: dict[tuple[str, date, str | None, str | None, str | None], tuple[float, Price]] = {}
 _RECENT_TTL = 1.0  # seconds
 
 
@@ -210,24 +210,21 @@ def price_for_recent(model: str, at: date | datetime | None = None) -> Price:
 
     For logging calls as they happen: looking a price up means a ``stat`` of the user prices file
     (a system call) and a walk of the lookup chain, on every call. An edited prices file is
-    therefore picked up within a second here, and at once by :func:`price_for`.
+    therefore picked up within a second here, and at once by :func:`price_for`. Errors (an
+    unpriced model) are not remembered: each one is raised fresh, with its own traceback.
     """
     day = _day(at)
     env = os.environ
     key = (model, day, env.get("TOKENCOST_PRICES"), env.get("XDG_CONFIG_HOME"), env.get("HOME"))
     now = time.monotonic()
     hit = _RECENT.get(key)
-    if hit is None or now - hit[0] >= _RECENT_TTL:
-        try:
-            found: Price | Exception = price_for(model, day)
-        except TokencostError as exc:
-            found = exc
-        if len(_RECENT) > 512:
-            _RECENT.clear()
-        _RECENT[key] = hit = (now, found)
-    if isinstance(hit[1], Exception):
-        raise hit[1].with_traceback(None)  # the same error object: do not let its traceback grow
-    return hit[1]
+    if hit is not None and now - hit[0] < _RECENT_TTL:
+        return hit[1]
+    price = price_for(model, day)
+    if len(_RECENT) > 512:
+        _RECENT.clear()
+    _RECENT[key] = (now, price)
+    return price
 
 
 def all_prices(at: date | datetime | None = None) -> list[Price]:
