@@ -148,6 +148,10 @@ def test_parse_since() -> None:
     assert parse_since("7d", now=now) == datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
     assert parse_since("12h", now=now) == datetime(2026, 11, 29, 0, tzinfo=timezone.utc)
     assert parse_since("2026-11-01", now=now) == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert parse_since("7 d", now=now) == parse_since("7d", now=now)
+    assert parse_since("30m", now=now) == datetime(2026, 11, 29, 11, 30, tzinfo=timezone.utc)
+    # a naive "now" is UTC, like every other naive time in the ledger (not the machine's zone)
+    assert parse_since("1h", now=datetime(2026, 11, 29, 12)) == datetime(2026, 11, 29, 11, tzinfo=timezone.utc)
     with pytest.raises(Exception, match="invalid date"):
         parse_since("last tuesday", now=now)
 

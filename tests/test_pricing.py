@@ -256,6 +256,19 @@ def test_cost_pico_agrees_with_decimal_cost_on_every_bundled_row():
                 to_pico(want.prompt), to_pico(want.completion), to_pico(want.total)), (p.id, prompt)
 
 
+def test_cost_pico_ignores_the_callers_decimal_context():
+    # an application may lower the thread's Decimal precision; stored money must not change
+    from decimal import localcontext
+
+    p = custom_price("ctx-model", "0.1875", "1.234567")
+    want = p.cost(1000, 1000)
+    with localcontext() as ctx:
+        ctx.prec = 3
+        got = p.cost_pico(1000, 1000)
+    assert got == (to_pico(want.prompt), to_pico(want.completion), to_pico(want.total))
+    assert p.cost_pico(1000, 1000) == got  # and nothing wrong was remembered
+
+
 @pytest.mark.parametrize("args", [(-1, 0, 0), (1, 0, 2), (True, 0, 0), (1.0, 0, 0)])
 def test_cost_pico_refuses_what_cost_refuses(args):
     p = price_for("gpt-4o", date(2025, 1, 1))

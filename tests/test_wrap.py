@@ -392,6 +392,22 @@ def test_budgets_refuse_before_sending_and_warn(fake_openai, db):
     assert len(rows(db)) == 2
 
 
+def test_an_exceeded_budget_refuses_even_when_prices_cannot_be_read(fake_openai, db, tmp_path, monkeypatch):
+    from tokencost.budgets import set_budget
+    from tokencost.errors import BudgetExceeded
+
+    c = track(openai.OpenAI(api_key=KEY, base_url=fake_openai.base_url), db=db)
+    c.chat.completions.create(model="gpt-4o", messages=MSGS)  # spends $0.000405
+    set_budget(db, "cap", limit="0.0001", period="day", action="refuse")
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("TOKENCOST_PRICES", str(not_a_dir / "prices.csv"))  # stat() -> NotADirectoryError
+    sent = len(fake_openai.received)
+    with pytest.raises(BudgetExceeded, match="cap"):
+        c.chat.completions.create(model="gpt-4o", messages=MSGS)
+    assert len(fake_openai.received) == sent
+
+
 def test_pre_call_estimate_is_recorded_next_to_the_api_count(client, db):
     # the recorded reply's request (tests/fixtures/openai/SOURCES.md): the API billed 14 prompt tokens
     recorded = [{"role": "user", "content": "What's the weather like in SF?"}]

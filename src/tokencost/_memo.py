@@ -50,7 +50,7 @@ def lengths(encoding: str, texts: list[str], encode: Callable[[list[str]], list[
 
 def seen(text: str) -> bool:
     """Whether ``text`` is remembered in any encoding (so counting it again costs a lookup)."""
-    for memo in _counts.values():
+    for memo in tuple(_counts.values()):  # another thread may add an encoding meanwhile
         if text in memo:
             return True
     return False

@@ -38,7 +38,7 @@ def get_zone(tz: str) -> Any:
         raise UsageError(f"unknown time zone {tz!r}; use an IANA name such as UTC or Europe/Paris") from None
 
 
-_REL = re.compile(r"^(\d+)([smhdw])$")
+_REL = re.compile(r"^(\d+)\s*([smhdw])$")  # m is minutes (months are not a fixed span)
 _SPAN = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -54,7 +54,8 @@ def parse_when(value: str, *, tz: str = "UTC", end: bool = False, now: datetime 
     m = _REL.match(v)
     if m:
         delta = timedelta(**{_SPAN[m.group(2)]: int(m.group(1))})
-        return (now or datetime.now(timezone.utc)).astimezone(timezone.utc) - delta
+        now = now or datetime.now(timezone.utc)
+        return (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone(timezone.utc) - delta
     try:
         if len(v) == 10:
             d = date.fromisoformat(v)

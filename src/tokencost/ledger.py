@@ -255,12 +255,7 @@ class Ledger:
                     raise _Degraded()
                 conn = self._ensure_open()
                 try:
-                    try:
-                        conn.execute(_INSERT, params)
-                    except sqlite3.OperationalError as exc:
-                        if not _is_busy(exc):
-                            raise
-                        self._retry(lambda: conn.execute(_INSERT, params))
+                    self._retry(lambda: conn.execute(_INSERT, params))
                 except sqlite3.IntegrityError as exc:  # this row, not the database (e.g. a reused id)
                     raise _Rejected(str(exc)) from None
             return

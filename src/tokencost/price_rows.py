@@ -133,11 +133,13 @@ class Price:
 
 
 def _pico_per_token(per_1m: Decimal) -> int:
-    # USD per 1M tokens -> picodollars per token: x 1e12 / 1e6
-    scaled = per_1m.scaleb(6)
-    if scaled != scaled.to_integral_value():
+    # USD per 1M tokens -> picodollars per token: x 1e12 / 1e6, in exact integers (Decimal
+    # arithmetic would round to the calling thread's context, which the application may have set).
+    num, den = per_1m.as_integer_ratio()
+    pico, rest = divmod(num * 10**6, den)
+    if rest:
         raise ValueError(f"{per_1m} USD per 1M tokens has more than {_MAX_PLACES} decimal places")
-    return int(scaled)
+    return pico
 
 
 # ---------------------------------------------------------------- money units

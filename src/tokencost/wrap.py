@@ -348,13 +348,12 @@ def _check_budgets(tracker: _Tracker, model: Any, estimate: int | None, call_tag
         ledger = tracker.ledger
         cost: Decimal | None = None
         if estimate is not None and isinstance(model, str):
-            from .errors import TokencostError
             from .pricing import price_for_recent
 
             try:
                 cost = price_for_recent(model).cost(estimate).total
-            except TokencostError:
-                cost = None  # unpriced: the budget counts this call's estimate as 0
+            except Exception:  # unpriced, or the prices file is unreadable: the budget counts this
+                cost = None    # call's estimate as 0 and is still checked (an exceeded one still refuses)
         check_budgets(ledger, model=str(model), estimated_cost_usd=cost, tags=call_tags)
     except BudgetExceeded:
         raise
