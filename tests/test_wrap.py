@@ -451,4 +451,12 @@ def test_new_text_chars_skips_remembered_and_short_strings():
     huge = {"messages": [{"role": "user", "content": "word " * 1_000}]}
     assert _new_text_chars(huge) > _INLINE_CHARS
     assert _new_text_chars({"input": [[1, 2]] * 2_000}) > _INLINE_CHARS  # too big to walk: helper
+
+    def tools():  # built afresh on every call, as many apps do
+        return [{"type": "function", "function": {"name": f"tool_{i}", "description": f"Tool {i} does " + "a thing " * 60,
+                                                  "parameters": {"type": "object", "properties": {}}}} for i in range(5)]
+
+    first = _new_text_chars({"messages": [{"role": "user", "content": "hi"}], "tools": tools()})
+    again = _new_text_chars({"messages": [{"role": "user", "content": "hi"}], "tools": tools()})
+    assert first > _INLINE_CHARS and again == 0  # a schema seen before is not new text
     _memo.clear()

@@ -62,7 +62,8 @@ class Estimate:
 # (bench/RESULTS.md), so a small prompt is cheaper to count in place.
 INLINE_CHARS = 2_000
 _SHORT = 32  # strings this short (roles, ids, names) cost next to nothing to encode
-_BODY_KEYS = ("messages", "input", "prompt", "instructions", "tools", "functions")
+_MESSAGE_KEYS = ("messages", "input", "prompt", "instructions")
+_TOOL_KEYS = ("tools", "functions")
 
 
 def wants_helper(body: dict[str, Any]) -> bool:
@@ -71,15 +72,22 @@ def wants_helper(body: dict[str, Any]) -> bool:
 
 
 def new_text_chars(body: dict[str, Any]) -> int:
-    """Characters of prompt text the token memo has not seen (stops counting past the limit)."""
-    total = 0
-    stack: list[Any] = [body.get(k) for k in _BODY_KEYS]
+    """Characters of prompt text not counted before (stops counting past the limit)."""
+    total = _walk([body.get(k) for k in _MESSAGE_KEYS], _memo.seen, 0)
+    if total <= INLINE_CHARS:
+        # Tool schemas are counted as one rendered text, so their strings are never in the memo
+        # one by one; a string we have walked in a tool schema before counts as seen.
+        total = _walk([body.get(k) for k in _TOOL_KEYS], _tool_string_seen, total)
+    return total
+
+
+def _walk(stack: list[Any], seen: Any, total: int) -> int:
     visited = 0
     while stack:
         value = stack.pop()
         kind = type(value)
         if kind is str:
-            if len(value) > _SHORT and not _memo.seen(value):
+            if len(value) > _SHORT and not seen(value):
                 total += len(value)
                 if total > INLINE_CHARS:
                     return total
@@ -91,6 +99,18 @@ def new_text_chars(body: dict[str, Any]) -> int:
         if visited > 1_000:  # a huge structure: count it on the helper
             return INLINE_CHARS + 1
     return total
+
+
+_TOOL_STRINGS: set[str] = set()
+
+
+def _tool_string_seen(text: str) -> bool:
+    if text in _TOOL_STRINGS:
+        return True
+    if len(_TOOL_STRINGS) >= 4_096:
+        _TOOL_STRINGS.clear()
+    _TOOL_STRINGS.add(text)
+    return False
 
 
 _HELPER: tuple[int, Any] | None = None
