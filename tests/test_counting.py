@@ -131,3 +131,42 @@ def test_the_memo_is_bounded_by_characters(monkeypatch: pytest.MonkeyPatch) -> N
     assert count_text_tokens(long, "gpt-4o", memo=True) == count_text_tokens(long, "gpt-4o")
     assert not _memo.seen(long)
     _memo.clear()
+
+
+def test_the_plain_request_shortcut_agrees_with_the_full_plan() -> None:
+    # count_prompt_tokens skips building a plan for plain role/content chats; it must give the
+    # plan's total (itself checked against the API above) wherever it applies, and step aside
+    # for everything else.
+    import random
+
+    from tokencost.counting import _lengths, _Plan, _plain_total
+
+    def plan_total(req: dict) -> int:
+        plan = _Plan(req, None, None)
+        return plan.total(_lengths(plan.info.encoding, plan.texts))
+
+    cases = [c.values[0] for c in _cases(*EXACT_FILES)]
+    taken = 0
+    for case in cases:
+        req = {**case["request"], "model": case["model"]}
+        got = _plain_total(req, None, False)
+        if got is not None:
+            taken += 1
+            assert got == plan_total(req) == case["prompt_tokens"], case["id"]
+    assert taken >= 3  # the cookbook's plain examples go through the shortcut
+    rnd = random.Random(7)
+    words = ["hello", "world", "tokens", "ünïcödé", "🙂", "\n", "  ", "API", "1234", "—"]
+    for _ in range(300):
+        msgs = [{"role": rnd.choice(["system", "developer", "user", "assistant"]),
+                 "content": " ".join(rnd.choice(words) for _ in range(rnd.randrange(0, 30)))}
+                for _ in range(rnd.randrange(0, 8))]
+        req = {"model": rnd.choice(["gpt-4o", "gpt-4", "gpt-3.5-turbo-0613", "gpt-4o-mini"]), "messages": msgs}
+        assert _plain_total(req, None, rnd.random() < 0.5) == plan_total(req)
+    # not plain: a name, tools, a tool message, a 0301 model, a null content
+    for req in ({"model": "gpt-4", "messages": [{"role": "user", "content": "hi", "name": "bob"}]},
+                {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}],
+                 "tools": [{"type": "function", "function": {"name": "f"}}]},
+                {"model": "gpt-4", "messages": [{"role": "tool", "content": "x"}]},
+                {"model": "gpt-3.5-turbo-0301", "messages": [{"role": "user", "content": "hi"}]},
+                {"model": "gpt-4", "messages": [{"role": "assistant", "content": None}]}):
+        assert _plain_total(req, None, False) is None

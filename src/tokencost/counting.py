@@ -135,8 +135,50 @@ def count_prompt_tokens(request_or_messages: dict | list, model: str | None = No
 
     ``memo=True`` remembers the counts of the texts it encodes (for the same history sent again,
     as a chatbot does every turn); the total is the same either way."""
+    total = _plain_total(request_or_messages, model, memo)
+    if total is not None:
+        return total
     plan = _Plan(request_or_messages, model, image_sizes)
     return plan.total(_lengths(plan.info.encoding, plan.texts, memo))
+
+
+_PLAIN_ROLES = frozenset(("system", "developer", "user", "assistant"))
+
+
+def _plain_total(req: Any, model: str | None, memo: bool) -> int | None:
+    """The total for the commonest request — only ``{"role", "content": str}`` messages, no
+    functions or tools, a non-0301 model — without building a plan; None for anything else
+    (which :class:`_Plan` then counts, and validates). Same frame and priming as the plan."""
+    if type(req) is dict:
+        if req.get("tools") or req.get("functions"):
+            return None
+        messages = req.get("messages")
+        model = model or req.get("model")
+    else:
+        messages = req
+    if type(messages) is not list or not model:
+        return None
+    info = resolve_model(model)
+    if info.family == LEGACY_0301:
+        return None
+    encoding = info.encoding
+    per_message = _frame(info)[0]
+    texts = []
+    frames = 0
+    for m in messages:
+        if type(m) is not dict or len(m) != 2:
+            return None
+        role, content = m.get("role"), m.get("content")
+        if type(content) is not str or role not in _PLAIN_ROLES:
+            return None
+        texts.append(content)
+        frames += per_message + _role_tokens(encoding, role)
+    return frames + sum(_lengths(encoding, texts, memo)) + _PRIMING
+
+
+def _frame(info: ModelInfo) -> tuple[int, int]:
+    """(tokens per message, tokens per name) of the model's chat format (cookbook, 0301 apart)."""
+    return (4, -1) if info.family == LEGACY_0301 else (3, 1)
 
 
 def count_prompt(request_or_messages: dict | list, model: str | None = None, *,
@@ -248,8 +290,7 @@ class _Plan:
 
     # -- messages ----------------------------------------------------------------------------------
     def _messages(self, messages: list[Any], has_fns: bool) -> None:
-        legacy = self.info.family == LEGACY_0301
-        per_message, per_name = (4, -1) if legacy else (3, 1)
+        per_message, per_name = _frame(self.info)
         padded = not has_fns  # the first system message gets "\n" when functions are present
         call_names: dict[str, str] = {}
         add = self._add
