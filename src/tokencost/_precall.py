@@ -73,7 +73,23 @@ def wants_helper(body: dict[str, Any]) -> bool:
 
 def new_text_chars(body: dict[str, Any]) -> int:
     """Characters of prompt text not counted before (stops counting past the limit)."""
-    total = _walk([body.get(k) for k in _MESSAGE_KEYS], _memo.seen, 0)
+    stack: list[Any] = [body.get(k) for k in _MESSAGE_KEYS[1:]]
+    total = 0
+    messages = body.get("messages")
+    if type(messages) is list:
+        seen = _memo.seen
+        for m in messages:  # the common {"role", "content": str} message, without a generic walk
+            content = m.get("content") if type(m) is dict and len(m) == 2 else None
+            if type(content) is str:
+                if len(content) > _SHORT and not seen(content):
+                    total += len(content)
+            else:
+                stack.append(m)
+        if total > INLINE_CHARS:
+            return total
+    else:
+        stack.append(messages)
+    total = _walk(stack, _memo.seen, total)
     if total <= INLINE_CHARS:
         # Tool schemas are counted as one rendered text, so their strings are never in the memo
         # one by one; a string we have walked in a tool schema before counts as seen.
