@@ -75,6 +75,10 @@ def test_bundled_csv_has_the_documented_columns_in_order():
         ("gpt-4-32k", "2023-03-14", "0.06", "0.12"),
         ("gpt-4-32k-0613", "2024-01-01", "0.06", "0.12"),
         ("gpt-4o-mini", "2024-07-18", "0.00015", "0.0006"),
+        # o1-mini: $3/$12 per 1M (Prompt Caching post, 2024-10-01), $1.10/$4.40 from the o3-mini launch
+        ("o1-mini", "2024-09-20", "0.003", "0.012"),
+        ("o1-mini-2024-09-12", "2025-01-30", "0.003", "0.012"),
+        ("o1-mini", "2025-01-31", "0.0011", "0.0044"),
         ("gpt-4.1", "2025-04-14", "0.002", "0.008"),
         ("gpt-5", "2025-08-07", "0.00125", "0.01"),
         # completions and embeddings endpoints (embeddings bill input only)
