@@ -170,3 +170,9 @@ def test_the_plain_request_shortcut_agrees_with_the_full_plan() -> None:
                 {"model": "gpt-3.5-turbo-0301", "messages": [{"role": "user", "content": "hi"}]},
                 {"model": "gpt-4", "messages": [{"role": "assistant", "content": None}]}):
         assert _plain_total(req, None, False) is None
+    # a role that is not a string is the plan's InputError, not a TypeError from the shortcut
+    from tokencost.errors import InputError
+
+    for role in (["user"], {"r": 1}, None):
+        with pytest.raises(InputError, match="role"):
+            count_prompt_tokens({"model": "gpt-4", "messages": [{"role": role, "content": "hi"}]})

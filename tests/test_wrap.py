@@ -459,4 +459,10 @@ def test_new_text_chars_skips_remembered_and_short_strings():
     first = _new_text_chars({"messages": [{"role": "user", "content": "hi"}], "tools": tools()})
     again = _new_text_chars({"messages": [{"role": "user", "content": "hi"}], "tools": tools()})
     assert first > _INLINE_CHARS and again == 0  # a schema seen before is not new text
+    big = [{"type": "function", "function": {"name": f"big_{i}", "description": f"Big tool {i}: " + "step " * 2_000}}
+           for i in range(8)]  # ~80k characters: the whole schema is marked seen on its first call
+    assert _new_text_chars({"tools": big}) > _INLINE_CHARS
+    assert _new_text_chars({"tools": big}) == 0
+    many = [{"role": "user", "content": f"m{i}"} for i in range(6_000)]  # short, but very many
+    assert _new_text_chars({"messages": many}) > _INLINE_CHARS
     _memo.clear()

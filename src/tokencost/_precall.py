@@ -64,6 +64,7 @@ INLINE_CHARS = 2_000
 _SHORT = 32  # strings this short (roles, ids, names) cost next to nothing to encode
 _MESSAGE_KEYS = ("messages", "input", "prompt", "instructions")
 _TOOL_KEYS = ("tools", "functions")
+_MAX_NODES = 5_000  # values walked at most; past that the request goes to the helper thread
 
 
 def wants_helper(body: dict[str, Any]) -> bool:
@@ -77,6 +78,8 @@ def new_text_chars(body: dict[str, Any]) -> int:
     total = 0
     messages = body.get("messages")
     if type(messages) is list:
+        if len(messages) > _MAX_NODES:  # a huge history: count it on the helper
+            return INLINE_CHARS + 1
         seen = _memo.seen
         for m in messages:  # the common {"role", "content": str} message, without a generic walk
             content = m.get("content") if type(m) is dict and len(m) == 2 else None
@@ -93,11 +96,13 @@ def new_text_chars(body: dict[str, Any]) -> int:
     if total <= INLINE_CHARS:
         # Tool schemas are counted as one rendered text, so their strings are never in the memo
         # one by one; a string we have walked in a tool schema before counts as seen.
-        total = _walk([body.get(k) for k in _TOOL_KEYS], _tool_string_seen, total)
+        # Walked to the end (not stopping at the limit), so that every string of a big schema is
+        # marked seen on its first call, not a limit's worth per call.
+        total = _walk([body.get(k) for k in _TOOL_KEYS], _tool_string_seen, total, stop_early=False)
     return total
 
 
-def _walk(stack: list[Any], seen: Any, total: int) -> int:
+def _walk(stack: list[Any], seen: Any, total: int, *, stop_early: bool = True) -> int:
     visited = 0
     while stack:
         value = stack.pop()
@@ -105,14 +110,14 @@ def _walk(stack: list[Any], seen: Any, total: int) -> int:
         if kind is str:
             if len(value) > _SHORT and not seen(value):
                 total += len(value)
-                if total > INLINE_CHARS:
+                if stop_early and total > INLINE_CHARS:
                     return total
         elif kind is list or kind is tuple:
             stack.extend(value)
         elif kind is dict:
             stack.extend(value.values())
         visited += 1
-        if visited > 1_000:  # a huge structure: count it on the helper
+        if visited > _MAX_NODES:  # a huge structure: count it on the helper
             return INLINE_CHARS + 1
     return total
 

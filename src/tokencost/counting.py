@@ -169,8 +169,8 @@ def _plain_total(req: Any, model: str | None, memo: bool) -> int | None:
         if type(m) is not dict or len(m) != 2:
             return None
         role, content = m.get("role"), m.get("content")
-        if type(content) is not str or role not in _PLAIN_ROLES:
-            return None
+        if type(content) is not str or type(role) is not str or role not in _PLAIN_ROLES:
+            return None  # the plan counts it, or says what is wrong with it
         texts.append(content)
         frames += per_message + _role_tokens(encoding, role)
     return frames + sum(_lengths(encoding, texts, memo)) + _PRIMING
