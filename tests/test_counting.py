@@ -70,14 +70,14 @@ def test_batch_counts_equal_single_counts() -> None:
 
 
 def test_large_batches_use_threads_and_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tokencost.counting as counting
+    import tokencost._batch as batch
 
     base = json.loads((FIXTURES / "cookbook.json").read_text())["cases"][1]  # gpt-3.5-turbo-0613, 129
-    monkeypatch.setattr(counting, "_PARALLEL_CHARS", 0)
-    monkeypatch.setattr(counting, "_workers", lambda: 2)
+    monkeypatch.setattr(batch, "_PARALLEL_CHARS", 0)
+    monkeypatch.setattr(batch, "_workers", lambda: 2)
     got = count_prompts([base["request"]] * 50, base["model"])
     assert {p.total for p in got} == {base["prompt_tokens"]}
-    assert counting._pool is not None
+    assert batch._pool is not None
 
 
 def test_unverified_models_are_estimates_with_notes() -> None:

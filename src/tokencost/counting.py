@@ -41,13 +41,11 @@ large batches), so counting costs little more than encoding the text.
 
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import _memo
 from . import images as _images
+from ._batch import lengths as _lengths
 from .encodings import get_encoding
 from .errors import InputError
 from .models import LEGACY_0301, ModelInfo, resolve_model
@@ -200,54 +198,6 @@ def count_prompts(requests: list, model: str | None = None, *,
         plans.append(plan)
     lengths = {name: _lengths(name, texts, memo) for name, texts in by_encoding.items()}
     return [p.finish(lengths[p.info.encoding]) for p in plans]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Encoding in batches
-
-_pool = None
-_PARALLEL_CHARS = 100_000  # below this, a thread hand-off costs more than it saves
-
-
-def _lengths(encoding: str, texts: list[str], memo: bool = False) -> list[int]:
-    if memo:
-        return _memo.lengths(encoding, texts, lambda missing: _lengths(encoding, missing))
-    enc = get_encoding(encoding)
-    if len(texts) < 2 or sum(map(len, texts)) < _PARALLEL_CHARS:
-        return _encode_lengths(enc, texts)
-    workers = _workers()
-    if workers == 1 or len(texts) < 2 * workers:
-        return _encode_lengths(enc, texts)
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokencost-count")
-    size = -(-len(texts) // (workers * 4))
-    chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
-    out: list[int] = []
-    for part in _pool.map(_encode_lengths, [enc] * len(chunks), chunks):
-        out.extend(part)
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _workers() -> int:
-    return os.cpu_count() or 1  # glibc reads /sys for this: three system calls, so ask once
-
-
-def _encode_lengths(enc: Any, texts: list[str]) -> list[int]:
-    core = getattr(enc, "_core_bpe", None)
-    if core is None:
-        return [len(enc.encode_ordinary(t)) if t else 0 for t in texts]
-    fast = core.encode_ordinary
-    out = []
-    for t in texts:
-        try:
-            out.append(len(fast(t)) if t else 0)
-        except UnicodeEncodeError:  # lone surrogates: tiktoken's wrapper knows how to repair them
-            out.append(len(enc.encode_ordinary(t)))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------

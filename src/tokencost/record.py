@@ -261,7 +261,8 @@ _TEXT_MODEL_ENCODINGS: tuple[tuple[str, str], ...] = (
 
 
 def _count_text(text: str, *models: str | None, memo: bool = False) -> int | None:
-    from .counting import _lengths, count_text_tokens
+    from ._batch import lengths as _lengths
+    from .counting import count_text_tokens
 
     for model in models:
         if not model:
