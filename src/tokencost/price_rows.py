@@ -90,12 +90,7 @@ class Price:
         are billed at the batch prompt rate: no published rule we could source says the two
         discounts stack, so we never bill less than we can justify.
         """
-        for name, n in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
-                        ("cached_tokens", cached_tokens)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise UsageError(f"{name} must be a whole number of tokens, 0 or more (got {n!r})")
-        if cached_tokens > prompt_tokens:
-            raise UsageError(f"cached_tokens ({cached_tokens}) cannot exceed prompt_tokens ({prompt_tokens})")
+        _check_counts(prompt_tokens, completion_tokens, cached_tokens)
         if batch:
             if self.batch_prompt_per_1m is None or self.batch_completion_per_1m is None:
                 raise UnpricedModel(self.model, None, f" (no batch price in row {self.id})")
@@ -110,7 +105,6 @@ class Price:
             total = prompt + completion
         return Cost(prompt=prompt, completion=completion, total=total)
 
-
     def cost_pico(self, prompt_tokens: int, completion_tokens: int = 0, cached_tokens: int = 0) -> tuple[int, int, int]:
         """:meth:`cost` (not batch) as integer picodollars ``(prompt, completion, total)``: the same
         amounts, in whole-number arithmetic (rates have at most 6 places, so a token costs a whole
@@ -120,16 +114,20 @@ class Price:
             cached = self.cached_prompt_per_1m if self.cached_prompt_per_1m is not None else self.prompt_per_1m
             rates = tuple(_pico_per_token(r) for r in (self.prompt_per_1m, self.completion_per_1m, cached))
             self.__dict__["_pico_rates"] = rates  # frozen: bypass __setattr__; not a field, so eq/hash ignore it
-        for name, n in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
-                        ("cached_tokens", cached_tokens)):
-            if type(n) is not int or n < 0:
-                if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                    raise UsageError(f"{name} must be a whole number of tokens, 0 or more (got {n!r})")
-        if cached_tokens > prompt_tokens:
-            raise UsageError(f"cached_tokens ({cached_tokens}) cannot exceed prompt_tokens ({prompt_tokens})")
+        _check_counts(prompt_tokens, completion_tokens, cached_tokens)
         prompt = (prompt_tokens - cached_tokens) * rates[0] + cached_tokens * rates[2]
         completion = completion_tokens * rates[1]
         return prompt, completion, prompt + completion
+
+
+def _check_counts(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
+    for name, n in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
+                    ("cached_tokens", cached_tokens)):
+        if type(n) is not int or n < 0:  # the common case, plain ints, decided by one test
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise UsageError(f"{name} must be a whole number of tokens, 0 or more (got {n!r})")
+    if cached_tokens > prompt_tokens:
+        raise UsageError(f"cached_tokens ({cached_tokens}) cannot exceed prompt_tokens ({prompt_tokens})")
 
 
 def _pico_per_token(per_1m: Decimal) -> int:
