@@ -226,6 +226,19 @@ def params_problem(params: list[Any]) -> str | None:
     return None
 
 
+def _append_first(targets: list[Path], text: str) -> tuple[Path | None, list[str]]:
+    """Append ``text`` to the first of ``targets`` that takes it: (that file or None, the errors)."""
+    errors = []
+    for target in targets:
+        try:
+            append_line(target, text)
+        except Exception as exc:
+            errors.append(f"{target}: {exc}")
+            continue
+        return target, errors
+    return None, errors
+
+
 def merge_spools(spools: "Spools", conn: sqlite3.Connection, retry: Callable[[Callable[[], Any]], Any]) -> int:
     """Merge every spool file into ``conn``, each row exactly once; returns rows merged.
     ``retry`` runs a function again while SQLite says busy (the ledger's own policy)."""
@@ -318,13 +331,8 @@ class Spools:
     def keep(self, line: str, cause: str) -> None:
         """Append a row the database could not take (``cause`` says why) to the first spool that
         works; one warning per process, or a loud warning with the row itself if none works."""
-        errors = []
-        for target in self.live():
-            try:
-                append_line(target, line)
-            except Exception as spool_exc:
-                errors.append(f"{target}: {spool_exc}")
-                continue
+        target, errors = _append_first(self.live(), line)
+        if target is not None:
             warn_once(
                 f"tokencost could not write the ledger {self.db_path} ({cause}); "
                 f"calls are being kept in {target} and will be merged the next time the ledger opens"
@@ -338,16 +346,10 @@ class Spools:
     def set_aside(self, lines: list[str], reason: str, near: Path | None = None) -> bool:
         """Keep rows that can never be inserted in ``<spool>.bad`` (beside ``near``, else beside the
         database, else in the cache dir) so a human can fix them. True once they are safely kept."""
-        candidates = [near] if near is not None else []
-        candidates += self.live()
-        errors = []
-        for spool in candidates:
-            target = spool.with_name(live_name(spool.name) + ".bad")
-            try:
-                append_line(target, "\n".join(lines))
-            except Exception as exc:
-                errors.append(f"{target}: {exc}")
-                continue
+        spools = ([near] if near is not None else []) + self.live()
+        bad_files = [spool.with_name(live_name(spool.name) + ".bad") for spool in spools]
+        target, errors = _append_first(bad_files, "\n".join(lines))
+        if target is not None:
             warn_once(
                 f"tokencost set aside {len(lines)} ledger row{'s' if len(lines) != 1 else ''} that cannot be "
                 f"stored ({reason}) in {target}; the other calls are recorded normally", kind="bad")
