@@ -154,7 +154,6 @@ class _Tracker:
         self._ledger: Ledger | None = None
         self._lock = threading.Lock()
         self._warned = False
-        self.ledger_exists = False  # set once seen, to skip a stat per call
         # A stream abandoned at exit is logged from an atexit finalizer. If that is the ledger's first
         # open, it imports sqlite-utils (and pandas), which imports concurrent.futures, whose import
         # registers an atexit hook and fails once shutdown has begun. Importing it now keeps that row.
@@ -174,14 +173,9 @@ class _Tracker:
         """Whether the ledger holds budgets. Shares budgets.py's own cache (re-read at most once a
         second, cleared by ``set_budget``), so asking costs a dict lookup."""
         try:
-            path = self.ledger.path
-            if not self.ledger_exists:
-                if not path.exists():
-                    return False  # no ledger file, so no budgets (and reading must not create it)
-                self.ledger_exists = True
             from .budgets import has_budgets
 
-            return has_budgets(path)
+            return has_budgets(self.ledger.path)  # no ledger file: no budgets, and it is not created
         except Exception:
             return True  # cannot tell: let check_budgets look (it warns if it cannot read them)
 
