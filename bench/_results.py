@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -19,3 +21,12 @@ def write_section(name: str, text: str, path: Path = RESULTS) -> None:
     else:
         new = old.rstrip("\n") + "\n\n" + body + "\n"
     path.write_text(new)
+
+
+def uname() -> str:
+    """``uname -a`` of this machine (platform's summary where there is no uname), for every section."""
+    try:
+        out = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        out = ""
+    return out or " ".join(platform.uname())

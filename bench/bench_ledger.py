@@ -122,8 +122,7 @@ def run(n_single: int, n_per_proc: int, procs: int, repeats: int) -> dict:
 
 
 def machine() -> str:
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip() or platform.platform()
-    return (f"- machine: `{uname}`\n- nproc: {os.cpu_count()}\n- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}\n"
+    return (f"- machine: `{uname()}`\n- nproc: {os.cpu_count()}\n- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}\n"
             f"- python {platform.python_version()}, sqlite {sqlite3.sqlite_version}")
 
 
@@ -152,7 +151,7 @@ def render(res: dict, args: argparse.Namespace) -> str:
     ])
 
 
-from _results import write_section  # noqa: E402
+from _results import uname, write_section  # noqa: E402
 
 
 def main() -> int:

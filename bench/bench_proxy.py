@@ -172,11 +172,13 @@ def main() -> None:
     ds, ps, dt, pt = lat["direct_stream"], lat["proxy_stream"], lat["direct_ttfb"], lat["proxy_ttfb"]
     added = p["median"] - d["median"]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    from _results import uname
+
     lines = [
         "<!-- bench_proxy:start -->",
         "## Proxy overhead (`bench/bench_proxy.py`)",
         "",
-        f"- machine (`uname -a`): `{subprocess.run(['uname', '-a'], capture_output=True, text=True).stdout.strip()}`",
+        f"- machine (`uname -a`): `{uname()}`",
         f"- nproc: {os.cpu_count()}",
         f"- date: {now}",
         f"- python {platform.python_version()}, httpx {httpx.__version__}; proxy = `tokencost proxy` (uvicorn h11 + starlette + httpx) in its own process, logging every call to a fresh ledger",

@@ -192,11 +192,12 @@ def main() -> None:
           f"then median {bud['next_median_us']:.0f} us per call")
 
     if a.write_results:
-        uname = " ".join(platform.uname())
+        from _results import uname
+
         lines = [
             f"## Reports on a {a.rows:,}-call ledger (bench/bench_report.py)", "",
             f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- Machine: `{subprocess.run(['uname', '-a'], capture_output=True, text=True).stdout.strip() or uname}`, "
+            f"- Machine: `{uname()}`, "
             f"nproc {os.cpu_count()}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}",
             f"- Ledger: {a.rows:,} calls over 90 days, {size_mb:.0f} MB, built by the real migrations "
             f"(indexes: {', '.join(_indexes(big))}) + one executemany "

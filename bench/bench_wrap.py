@@ -197,12 +197,9 @@ def run(base_url: str, calls: int, variant: str, stream: bool, history: bool = F
 
 
 def machine() -> str:
-    uname = " ".join(platform.uname())
-    try:
-        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"`{uname}`, nproc {os.cpu_count()}, Python {platform.python_version()}, openai {openai.__version__}"
+    from _results import uname
+
+    return f"`{uname()}`, nproc {os.cpu_count()}, Python {platform.python_version()}, openai {openai.__version__}"
 
 
 def _label(r: dict) -> str:
