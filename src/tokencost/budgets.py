@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import BudgetExceeded, LedgerError, TokencostError, UsageError
+from .filters import match_sql
 
 __all__ = [
     "PERIODS",
@@ -260,14 +261,8 @@ def _spend_sql(b: Budget, incremental: bool) -> tuple[str, list[Any]]:
     # Incremental: "+started_at" keeps SQLite off the started_at index so it walks the rowid range.
     where = ["calls.rowid > ?", "+started_at >= ?", "+started_at < ?"] if incremental else \
         ["started_at >= ?", "started_at < ?"]
-    params: list[Any] = []
-    if b.models:
-        marks = ", ".join("?" * len(b.models))
-        where.append(f"(model IN ({marks}) OR model_requested IN ({marks}))")
-        params += list(b.models) * 2
-    for k, v in b.tags:
-        where.append("json_extract(tags, ?) = ?")
-        params += ['$."' + k.replace('"', '\\"') + '"', v]
+    match, params = match_sql(b.models, b.tags)
+    where += match
     # One statement, so the sum and the rowid watermark come from the same snapshot.
     sql = ("SELECT top, COALESCE(SUM(total_cost_pusd), 0),"
            " SUM(total_cost_pusd IS NULL AND COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) > 0)"

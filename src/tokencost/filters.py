@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from .errors import UsageError
 
-__all__ = ["Filters", "build_filters", "get_zone", "iso_z", "json_path", "parse_tags", "parse_when"]
+__all__ = ["Filters", "build_filters", "get_zone", "iso_z", "json_path", "match_sql", "parse_tags", "parse_when"]
 
 
 def parse_tags(pairs: Sequence[str], option: str = "--tag") -> tuple[tuple[str, str], ...]:
@@ -95,14 +95,8 @@ class Filters:
         if self.until is not None:
             parts.append("started_at < ?")
             params.append(iso_z(self.until))
-        if self.models:
-            marks = ", ".join("?" * len(self.models))
-            parts.append(f"(model IN ({marks}) OR model_requested IN ({marks}))")
-            params += list(self.models) * 2
-        for k, v in self.tags:
-            parts.append("json_extract(tags, ?) = ?")
-            params += [json_path(k), v]
-        return (" WHERE " + " AND ".join(parts)) if parts else "", params
+        match, match_params = match_sql(self.models, self.tags)
+        return (" WHERE " + " AND ".join(parts + match)) if parts or match else "", params + match_params
 
 
 def build_filters(*, since: str | None = None, until: str | None = None, models: Sequence[str] = (),
@@ -114,6 +108,21 @@ def build_filters(*, since: str | None = None, until: str | None = None, models:
     if s and u and s >= u:
         raise UsageError(f"--since {since} is not before --until {until}")
     return Filters(since=s, until=u, models=tuple(models), tags=parse_tags(tags), tz=tz)
+
+
+def match_sql(models: Sequence[str], tags: Sequence[tuple[str, str]]) -> tuple[list[str], list[Any]]:
+    """SQL conditions (to be ANDed) and their parameters for "one of these models, with all of these
+    tags": a model matches the name the API returned or the one requested."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if models:
+        marks = ", ".join("?" * len(models))
+        parts.append(f"(model IN ({marks}) OR model_requested IN ({marks}))")
+        params += list(models) * 2
+    for k, v in tags:
+        parts.append("json_extract(tags, ?) = ?")
+        params += [json_path(k), v]
+    return parts, params
 
 
 def json_path(key: str) -> str:
